@@ -1,0 +1,30 @@
+import os
+import shutil
+import tempfile
+
+import pytest
+
+# Ray workers and the tests share 2 cores: one torch thread each.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole test session (2 CPUs, no dashboard, short temp dir)."""
+    import ray
+
+    temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
+             configure_logging=False)
+    yield ray
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def storage(tmp_path):
+    return str(tmp_path / "store")
+
+
+NANO_LM = {"model": "gpt-nano", "context": 16, "batch_size": 4, "steps": 6, "eval_every": 2,
+           "eval_batches": 1, "warmup_steps": 2, "threads": 1}

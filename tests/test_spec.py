@@ -1,0 +1,124 @@
+"""Spec validation: every bad spec gives one line naming the key, exit code 2, and writes nothing."""
+
+import os
+import textwrap
+
+import pytest
+
+from study import SpecError, load_spec
+from study.cli import main
+
+GOOD = """\
+name: good
+trainable: lm
+config: {model: gpt-nano, steps: 4}
+axes:
+  lr: [0.001, 0.01]
+  weight_decay: [0.0, 0.1]
+"""
+
+BAD_SPECS = [
+    ("unknown top-level key", GOOD + "axis: {lr: [1]}\n", "axis: unknown key"),
+    ("unknown trainable", GOOD.replace("trainable: lm", "trainable: resnet9000"), "trainable: unknown trainable 'resnet9000'"),
+    ("unknown optimizer", GOOD + "  optimizer: [adamw, lion]\n", "axes.optimizer[1]: unknown value 'lion'"),
+    ("unknown schedule", GOOD.replace("steps: 4}", "steps: 4, schedule: linear}"), "config.schedule: unknown value 'linear'"),
+    ("unknown precision", GOOD + "  precision: [fp8]\n", "axes.precision[0]: unknown value 'fp8'"),
+    ("zero learning rate", GOOD.replace("[0.001, 0.01]", "[0.0, 0.01]"), "axes.lr[0]: must be > 0"),
+    ("negative learning rate", GOOD.replace("[0.001, 0.01]", "[-0.1]"), "axes.lr[0]: must be > 0"),
+    ("negative weight decay", GOOD.replace("[0.0, 0.1]", "[0.0, -0.1]"), "axes.weight_decay[1]: must be >= 0"),
+    ("empty axis", GOOD.replace("[0.0, 0.1]", "[]"), "axes.weight_decay: empty list"),
+    ("no axes", "name: x\ntrainable: lm\naxes: {}\n", "axes: empty"),
+    ("unknown config key", GOOD.replace("steps: 4}", "stpes: 4}"), "stpes: unknown config key"),
+    ("unknown axis", GOOD + "  dropout_rate: [0.1]\n", "dropout_rate: unknown config key"),
+    ("malformed YAML", "name: x\naxes: [1, 2\n", "malformed YAML at line"),
+    ("duplicate key", GOOD + "name: again\n", "duplicate key 'name'"),
+    ("wrong type", GOOD.replace("steps: 4}", "steps: four}"), "config.steps: expected an integer"),
+    ("axis also fixed", GOOD.replace("steps: 4}", "steps: 4, lr: 0.1}"), "axes.lr: 'lr' is both a fixed config value and an axis"),
+    ("metric not reported", GOOD + "metric: accuracy\n", "metric: 'accuracy' is not reported"),
+    ("bad mode", GOOD + "mode: best\n", "mode: expected min or max"),
+    ("negative gpu", GOOD + "resources: {cpu: 1, gpu: -1}\n", "resources.gpu: expected a number >= 0"),
+    ("unknown resource", GOOD + "resources: {tpu: 1}\n", "resources.tpu: unknown resource"),
+    ("bad search", GOOD + "search: exhaustive\n", "search: unknown search 'exhaustive'"),
+    ("bad study name", GOOD.replace("name: good", "name: ../escape"), "name: '../escape' is not a valid study name"),
+    ("not a mapping", "- just\n- a list\n", "a spec must be a YAML mapping"),
+    ("bad stop key", GOOD + "stop: {epochs: 3}\n", "stop.epochs: not a reported metric"),
+]
+
+
+@pytest.mark.parametrize("label,text,fragment", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+def test_bad_spec_exits_2_with_one_line_and_writes_nothing(tmp_path, capsys, label, text, fragment):
+    path = tmp_path / "spec.yaml"
+    path.write_text(text)
+    storage = tmp_path / "store"
+    code = main(["launch", str(path), "--storage", str(storage)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert fragment in err, err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert not storage.exists()
+    assert sorted(os.listdir(tmp_path)) == ["spec.yaml"]
+
+
+def test_unknown_preset_lists_presets(capsys):
+    assert main(["launch", "no-such-preset", "--dry-run"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'no-such-preset'" in err and "quickstart" in err
+
+
+def test_bad_override(capsys):
+    assert main(["launch", "quickstart", "--dry-run", "--set", "lr=-1"]) == 2
+    assert "config.lr: must be > 0" in capsys.readouterr().err
+
+
+def test_good_spec_grid_and_types(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(GOOD)
+    spec = load_spec(str(path))
+    assert spec.num_trials == 4
+    assert spec.grid() == [
+        {"lr": 0.001, "weight_decay": 0.0}, {"lr": 0.001, "weight_decay": 0.1},
+        {"lr": 0.01, "weight_decay": 0.0}, {"lr": 0.01, "weight_decay": 0.1},
+    ]
+    assert spec.metric == "val_loss" and spec.mode == "min"  # the trainable's defaults
+    assert spec.trial_configs()[3] == {"model": "gpt-nano", "steps": 4, "lr": 0.01, "weight_decay": 0.1}
+
+
+def test_int_weight_decay_becomes_float(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(GOOD.replace("[0.0, 0.1]", "[0, 1]"))
+    assert load_spec(str(path)).axes["weight_decay"] == (0.0, 1.0)
+
+
+def test_overrides_fix_a_value_and_replace_an_axis():
+    spec = load_spec("quickstart", ["steps=10", "weight_decay=0.1", "axes.seed=[0, 1, 2]"], name="renamed")
+    assert spec.name == "renamed"
+    assert spec.config["steps"] == 10 and spec.config["weight_decay"] == 0.1
+    assert "weight_decay" not in spec.axes and spec.axes["seed"] == (0, 1, 2)
+    assert spec.num_trials == 2 * 3
+
+
+def test_every_preset_is_valid():
+    from study import preset_names
+
+    for name in preset_names():
+        assert load_spec(name).name == name
+
+
+def test_dry_run_prints_grid_and_count(capsys):
+    assert main(["launch", "quickstart", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "4 trials" in out and "constant" in out and "weight_decay" in out
+
+
+@pytest.mark.parametrize("verb", ["launch", "list", "status"])
+def test_every_verb_has_help(capsys, verb):
+    with pytest.raises(SystemExit) as exit_info:
+        main([verb, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: python -m study " + verb in capsys.readouterr().out
+
+
+def test_spec_error_is_one_line():
+    with pytest.raises(SpecError) as info:
+        load_spec("quickstart", ["axes.weight_decay=[]"])
+    assert "\n" not in str(info.value)

@@ -1,0 +1,40 @@
+"""Small pure pieces checked against hand-computed values."""
+
+import math
+
+import pytest
+
+from trainables.divergence import DivergenceDetector
+from trainables.schedules import lr_at
+
+
+def test_cosine_with_warmup():
+    kw = dict(schedule="cosine", lr=1.0, total_steps=110, warmup_steps=10, min_lr=0.1)
+    assert lr_at(0, **kw) == 0.0
+    assert lr_at(5, **kw) == 0.5
+    assert lr_at(10, **kw) == 1.0
+    assert lr_at(60, **kw) == pytest.approx(0.1 + 0.9 * 0.5)  # half way: cos(pi/2) = 0
+    assert lr_at(35, **kw) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)))
+    assert lr_at(110, **kw) == pytest.approx(0.1)
+    assert lr_at(500, **kw) == pytest.approx(0.1)
+
+
+def test_constant_and_step():
+    assert lr_at(3, schedule="constant", lr=0.2, total_steps=10, warmup_steps=4) == pytest.approx(0.15)
+    assert lr_at(9, schedule="constant", lr=0.2, total_steps=10, warmup_steps=4) == 0.2
+    kw = dict(schedule="step", lr=0.1, total_steps=100, decay_step=50, decay_lr=1e-4)
+    assert lr_at(49, **kw) == 0.1 and lr_at(50, **kw) == 1e-4
+
+
+def test_unknown_schedule():
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_at(0, schedule="linear", lr=1, total_steps=1)
+
+
+def test_divergence_detector():
+    d = DivergenceDetector(ratio=2.0)
+    assert not d.check(5.0, 1) and not d.check(3.0, 2) and not d.check(5.9, 3)
+    assert d.check(6.1, 4) and d.step == 4
+    d = DivergenceDetector()
+    assert not d.check(2.0, 1)
+    assert d.check(float("nan"), 2) and d.step == 2 and d.last_finite_loss == 2.0

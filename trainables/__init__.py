@@ -1,0 +1,20 @@
+"""Training code that runs inside Ray Tune trials (and from plain Python).
+
+Each trainable is ``run(config: dict, session)``; see ``trainables.session``. The
+registry below is torch-free: looking a trainable up does not import its code.
+"""
+
+from trainables.registry import TRAINABLES, ConfigError, TrainableInfo, get_trainable, register
+
+register(TrainableInfo(
+    name="lm",
+    config="trainables.lm.config:LMConfig",
+    run="trainables.lm.train:run",
+    metrics=("step", "tokens", "lr", "train_loss", "val_loss", "grad_norm", "weight_norm", "tokens_per_s",
+             "diverged_step", "last_finite_loss"),
+    default_metric="val_loss",
+    default_mode="min",
+    description="GPT language model, one pass over a token stream (embedded Shakespeare bytes or nanoGPT .bin)",
+))
+
+__all__ = ["TRAINABLES", "ConfigError", "TrainableInfo", "get_trainable", "register"]

@@ -1,0 +1,143 @@
+"""What trainables exist, what config each accepts, and how to check a config.
+
+A trainable's config is a frozen dataclass of plain typed fields (no torch here, so
+that validating a study spec never imports torch). ``Literal`` fields are choices;
+``param(..., gt=0)`` adds a bound. The same dataclass is what the training code
+builds from the flat config dict that Ray Tune hands a trial.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Mapping
+
+
+class ConfigError(ValueError):
+    """A config value a trainable cannot accept; ``key`` names the offending field."""
+
+    def __init__(self, key: str, message: str):
+        super().__init__(f"{key}: {message}")
+        self.key = key
+        self.message = message
+
+
+def param(default: Any, *, gt: float | None = None, ge: float | None = None,
+          le: float | None = None, help: str = "") -> Any:
+    """A config field with optional numeric bounds and a one-line description."""
+    return dataclasses.field(default=default, metadata={"gt": gt, "ge": ge, "le": le, "help": help})
+
+
+def _check_value(cls: type, name: str, value: Any) -> Any:
+    """Return ``value`` converted to the field's type, or raise ConfigError."""
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    hint = typing.get_type_hints(cls)[name]
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(name, f"unknown value {value!r}; choose one of {', '.join(map(str, choices))}")
+        return value
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(name, f"expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(name, f"expected an integer, got {value!r}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(name, f"expected a number, got {value!r}")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(name, f"expected a finite number, got {value!r}")
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(name, f"expected a string, got {value!r}")
+        return value
+    else:  # pragma: no cover - a config dataclass with an unsupported field type
+        raise TypeError(f"{cls.__name__}.{name}: unsupported field type {hint!r}")
+    meta = field.metadata
+    if meta.get("gt") is not None and not value > meta["gt"]:
+        raise ConfigError(name, f"must be > {meta['gt']}, got {value!r}")
+    if meta.get("ge") is not None and not value >= meta["ge"]:
+        raise ConfigError(name, f"must be >= {meta['ge']}, got {value!r}")
+    if meta.get("le") is not None and not value <= meta["le"]:
+        raise ConfigError(name, f"must be <= {meta['le']}, got {value!r}")
+    return value
+
+
+def check_value(cls: type, name: str, value: Any) -> Any:
+    """Check one value of field ``name`` of config class ``cls`` (unknown names raise)."""
+    names = config_fields(cls)
+    if name not in names:
+        raise ConfigError(name, f"unknown config key for {cls.__name__}; known keys: {', '.join(names)}")
+    return _check_value(cls, name, value)
+
+
+def config_fields(cls: type) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def choices(cls: type, name: str) -> tuple | None:
+    """The allowed values of a ``Literal`` field, or None for a free field."""
+    hint = typing.get_type_hints(cls)[name]
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else None
+
+
+def build_config(cls: type, values: Mapping[str, Any]):
+    """Build ``cls`` from a flat mapping, checking every value; unknown keys raise."""
+    checked = {name: check_value(cls, name, value) for name, value in values.items()}
+    return cls(**checked)
+
+
+@dataclass(frozen=True)
+class TrainableInfo:
+    """A registered trainable.
+
+    Args:
+        name: the name a study spec uses (``trainable: lm``).
+        config: ``"module:Class"`` of its config dataclass (torch-free module).
+        run: ``"module:function"`` of ``run(config: dict, session) -> None``.
+        metrics: the metric names it reports, for spec validation and analysis.
+        default_metric: the metric a study optimises unless it says otherwise.
+        default_mode: ``"min"`` or ``"max"`` for ``default_metric``.
+        description: one line for ``study list``.
+    """
+
+    name: str
+    config: str
+    run: str
+    metrics: tuple[str, ...]
+    default_metric: str
+    default_mode: str = "min"
+    description: str = ""
+
+    def config_class(self) -> type:
+        return _load(self.config)
+
+    def run_function(self) -> Callable[[dict, Any], None]:
+        return _load(self.run)
+
+
+def _load(path: str) -> Any:
+    module, _, attr = path.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+TRAINABLES: dict[str, TrainableInfo] = {}
+
+
+def register(info: TrainableInfo) -> TrainableInfo:
+    TRAINABLES[info.name] = info
+    return info
+
+
+def get_trainable(name: str) -> TrainableInfo:
+    try:
+        return TRAINABLES[name]
+    except KeyError:
+        raise ConfigError("trainable", f"unknown trainable {name!r}; known: {', '.join(sorted(TRAINABLES))}") from None

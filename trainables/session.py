@@ -1,0 +1,83 @@
+"""How a training loop talks to whoever runs it.
+
+A trainable is ``run(config: dict, session)``. It calls ``session.report`` at eval
+points with a flat dict of scalars and, when it ends by itself, a ``status``
+(``finished`` or ``diverged``). ``BareSession`` keeps the reports in a list (plain
+Python, tests, benchmarks); ``RaySession`` forwards them to ``ray.tune.report``.
+Checkpoint state is a dict of tensors/scalars produced on demand by ``state()``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import Any, Callable, Protocol
+
+# Key under which the trial's own ending (finished/diverged) travels in a report.
+STATUS_KEY = "trial_status"
+
+
+class Session(Protocol):
+    def report(self, metrics: dict[str, Any], *, status: str | None = None,
+               state: Callable[[], dict] | None = None) -> None: ...
+
+    def restored_state(self) -> dict | None: ...
+
+    def should_checkpoint(self, report_index: int, every: int) -> bool: ...
+
+
+class _Base:
+    def should_checkpoint(self, report_index: int, every: int) -> bool:
+        return every > 0 and report_index % every == 0
+
+
+class BareSession(_Base):
+    """Collects reports in memory; optionally starts from a saved state."""
+
+    def __init__(self, restore: dict | None = None):
+        self.reports: list[dict[str, Any]] = []
+        self.status: str | None = None
+        self.states: list[dict] = []
+        self._restore = restore
+
+    def report(self, metrics, *, status=None, state=None):
+        self.reports.append(dict(metrics))
+        if status is not None:
+            self.status = status
+        if state is not None:
+            self.states.append(state())
+
+    def restored_state(self):
+        return self._restore
+
+
+class RaySession(_Base):
+    """Reports through ``ray.tune.report``; checkpoints are torch-saved state dicts."""
+
+    FILE = "state.pt"
+
+    def report(self, metrics, *, status=None, state=None):
+        from ray import tune
+
+        metrics = dict(metrics)
+        if status is not None:
+            metrics[STATUS_KEY] = status
+        if state is None:
+            tune.report(metrics)
+            return
+        import torch
+
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.save(state(), os.path.join(tmp, self.FILE))
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def restored_state(self):
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            return None
+        import torch
+
+        with checkpoint.as_directory() as folder:
+            return torch.load(os.path.join(folder, self.FILE), weights_only=False)

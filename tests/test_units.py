@@ -38,3 +38,23 @@ def test_divergence_detector():
     d = DivergenceDetector()
     assert not d.check(2.0, 1)
     assert d.check(float("nan"), 2) and d.step == 2 and d.last_finite_loss == 2.0
+
+
+def test_probe_is_deterministic_resumable_and_diverges():
+    from trainables.probe import run
+    from trainables.session import BareSession
+
+    config = {"lr": 0.1, "steps": 10, "checkpoint_every": 2, "seed": 4}
+    full = BareSession()
+    run(config, full)
+    assert full.status == "finished" and [r["step"] for r in full.reports] == list(range(1, 11))
+    again = BareSession()
+    run(config, again)
+    assert again.reports == full.reports
+    resumed = BareSession(restore=full.states[1])  # the checkpoint after step 4
+    run(config, resumed)
+    assert resumed.reports == full.reports[4:]
+
+    blown = BareSession()
+    run({"lr": 3.0, "steps": 50, "divergence_ratio": 100.0}, blown)  # lr * a = 3 > 2
+    assert blown.status == "diverged" and blown.reports[-1]["diverged_step"] < 50

@@ -17,4 +17,14 @@ register(TrainableInfo(
     description="GPT language model, one pass over a token stream (embedded Shakespeare bytes or nanoGPT .bin)",
 ))
 
+register(TrainableInfo(
+    name="probe",
+    config="trainables.probe:ProbeConfig",
+    run="trainables.probe:run",
+    metrics=("step", "loss", "weight_norm", "diverged_step", "last_finite_loss"),
+    default_metric="loss",
+    default_mode="min",
+    description="noisy gradient descent on a quadratic, with fault injection: for testing and benchmarking the framework",
+))
+
 __all__ = ["TRAINABLES", "ConfigError", "TrainableInfo", "get_trainable", "register"]

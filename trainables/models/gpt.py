@@ -26,16 +26,22 @@ class GPTConfig:
     bias: bool = False  # biases in Linear and LayerNorm
     dropout: float = 0.0
 
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd {self.n_embd} is not a multiple of n_head {self.n_head}")
+
 
 # Named architectures; the trainable sets block_size (context) and vocab_size (data).
 MODELS: dict[str, GPTConfig] = {
-    "gpt2-124m": GPTConfig(n_layer=12, n_head=12, n_embd=768),
-    "gpt-tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128),
-    "gpt-nano": GPTConfig(n_layer=2, n_head=2, n_embd=32),
+    "gpt2-124m": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # GPT-2 small, the paper's model
+    "gpt-tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128),  # the 2-CPU presets (scale.md)
+    "gpt-nano": GPTConfig(n_layer=2, n_head=2, n_embd=32),  # unit tests
 }
 
 
 def model_config(name: str, *, block_size: int, vocab_size: int) -> GPTConfig:
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
     return replace(MODELS[name], block_size=block_size, vocab_size=vocab_size)
 
 
@@ -54,7 +60,6 @@ class LayerNorm(nn.Module):
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        assert config.n_embd % config.n_head == 0
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v at once
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.n_head = config.n_head
@@ -125,13 +130,16 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def num_params(self) -> int:
-        """Parameters counted once (the tied embedding/head is one tensor)."""
-        return sum(p.numel() for p in self.parameters())
+    def num_params(self, non_embedding: bool = False) -> int:
+        """Parameters counted once (the tied embedding/head is one tensor); ``non_embedding``
+        leaves out the position embedding, as nanoGPT's count and the FLOP estimate do."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None):
         B, T = idx.size()
-        assert T <= self.config.block_size, f"sequence of {T} > block size {self.config.block_size}"
+        if T > self.config.block_size:
+            raise ValueError(f"sequence of {T} tokens is longer than the block size {self.config.block_size}")
         pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
         for block in self.transformer.h:
@@ -143,7 +151,8 @@ class GPT(nn.Module):
         return logits, loss
 
     def flops_per_token(self) -> float:
-        """Training FLOPs per token, 6N + 12·L·H·Q·T (PaLM appendix B, as nanoGPT's estimate_mfu)."""
+        """Training FLOPs per token at full context, 6·N + 12·L·H·Q·T (PaLM, arXiv 2204.02311,
+        appendix B; nanoGPT's ``estimate_mfu``): N non-embedding parameters, the 6 of
+        forward + backward matmuls, and the attention scores over T positions."""
         c = self.config
-        n = self.num_params() - self.transformer.wpe.weight.numel()
-        return 6 * n + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+        return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size

@@ -1,0 +1,96 @@
+"""The GPT model: shapes, parameter count, causality, initialisation, FLOP and MFU estimates."""
+
+import math
+
+import pytest
+import torch
+
+from trainables.lm.metrics import mfu, peak_bf16_flops
+from trainables.models.gpt import GPT, GPTConfig, model_config
+
+
+def gpt2_124m(block_size=1024):
+    with torch.device("meta"):  # shapes only: no memory, no initialisation work
+        return GPT(model_config("gpt2-124m", block_size=block_size, vocab_size=50304))
+
+
+def test_gpt2_124m_parameter_count_from_shapes():
+    V, T, C, L = 50304, 1024, 768, 12
+    embeddings = V * C + T * C  # token (tied with the head: counted once) + position
+    per_layer = (C  # ln_1 gain (no biases anywhere)
+                 + C * 3 * C  # q, k, v projection
+                 + C * C  # attention output projection
+                 + C  # ln_2 gain
+                 + C * 4 * C + 4 * C * C)  # MLP up and down
+    expected = embeddings + L * per_layer + C  # + ln_f gain
+    assert expected == 124_373_760
+    model = gpt2_124m()
+    assert model.num_params() == expected
+    assert model.num_params(non_embedding=True) == expected - T * C  # nanoGPT's "123.6M"
+    assert gpt2_124m(block_size=256).num_params() == expected - (1024 - 256) * C
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert not any(name.endswith("bias") for name, _ in model.named_parameters())
+
+
+def test_flops_per_token_is_palm_estimate():
+    model = gpt2_124m()
+    n = 124_373_760 - 1024 * 768
+    assert model.flops_per_token() == 6 * n + 12 * 12 * 12 * 64 * 1024 == 854_770_176
+
+
+def test_changing_a_later_token_never_changes_earlier_logits():
+    torch.manual_seed(0)
+    model = GPT(model_config("gpt-nano", block_size=16, vocab_size=256)).eval()
+    x = torch.randint(0, 256, (3, 16))
+    for position in (0, 5, 15):
+        changed = x.clone()
+        changed[:, position] = (changed[:, position] + 1) % 256
+        with torch.no_grad():
+            before, _ = model(x)
+            after, _ = model(changed)
+        torch.testing.assert_close(after[:, :position], before[:, :position], rtol=0, atol=1e-6)
+        assert (after[:, position:] - before[:, position:]).abs().amax(dim=-1).min() > 1e-4
+
+
+def test_gpt2_initialisation():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(block_size=64, vocab_size=512, n_layer=4, n_head=4, n_embd=128))
+    params = dict(model.named_parameters())
+    assert params["transformer.h.0.attn.c_attn.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    assert params["transformer.wte.weight"].std().item() == pytest.approx(0.02, rel=0.05)
+    residual = 0.02 / math.sqrt(2 * 4)
+    for name in ("transformer.h.3.attn.c_proj.weight", "transformer.h.3.mlp.c_proj.weight"):
+        assert params[name].std().item() == pytest.approx(residual, rel=0.05)
+    assert (params["transformer.h.0.ln_1.weight"] == 1).all()
+
+
+def test_loss_and_shapes():
+    torch.manual_seed(0)
+    model = GPT(model_config("gpt-nano", block_size=8, vocab_size=256))
+    x, y = torch.randint(0, 256, (2, 2, 8))
+    logits, loss = model(x, y)
+    assert logits.shape == (2, 8, 256)
+    assert loss.item() == pytest.approx(math.log(256), abs=0.1)  # near uniform at init
+    with pytest.raises(ValueError, match="longer than the block size"):
+        model(torch.zeros(1, 9, dtype=torch.long))
+
+
+def test_bad_model_configs():
+    with pytest.raises(ValueError, match="unknown model"):
+        model_config("gpt-huge", block_size=8, vocab_size=8)
+    with pytest.raises(ValueError, match="not a multiple of n_head"):
+        GPTConfig(n_embd=100, n_head=3)
+
+
+@pytest.mark.parametrize("name, peak", [
+    ("NVIDIA H100 80GB HBM3", 989e12), ("NVIDIA H100 PCIe", 756e12), ("NVIDIA H100 NVL", 835e12),
+    ("NVIDIA H200", 989e12), ("NVIDIA A100-SXM4-40GB", 312e12), ("NVIDIA A100 80GB PCIe", 312e12),
+    ("NVIDIA A10", 125e12), ("NVIDIA L40S", 362e12), ("NVIDIA L4", 121e12), ("Tesla V100-SXM2-16GB", None),
+])
+def test_peak_flops_table(name, peak):
+    assert peak_bf16_flops(name) == peak
+
+
+def test_mfu():
+    # 1e5 tokens/s of GPT-2 at 854.8 MFLOP/token on an A100: 85.5 TFLOP/s of 312
+    assert mfu(854_770_176, 1e5, 312e12) == pytest.approx(0.27397, abs=1e-5)

@@ -49,3 +49,17 @@ def test_ln_ablation_is_the_papers_grid():
     decay_norms = sorted(c.weight_decay for c in trials if c.decay_norms)
     assert decay_norms == [0.003, 0.01, 0.03, 0.1, 0.15, 0.2, 0.3]
     assert all(c.schedule == "cosine" and c.lr == 6e-4 and c.context == 256 for c in trials)
+
+
+@pytest.mark.parametrize("overrides, axis, values", [
+    (["schedule=cosine", "optimizer=adam", "weight_decay=0", "tail_steps=0",
+      "axes.l2_penalty=[1.0e-6,3.0e-6,5.0e-6,7.0e-6,1.0e-5,1.0e-4,1.0e-3]"],
+     "l2_penalty", [1e-6, 3e-6, 5e-6, 7e-6, 1e-5, 1e-4, 1e-3]),
+    (["schedule=cosine", "optimizer=sgd", "lr=0.3", "tail_steps=0", "axes.weight_decay=[0.0,1.0e-5,3.0e-5,1.0e-4]"],
+     "weight_decay", [0.0, 1e-5, 3e-5, 1e-4]),
+])
+def test_readme_ablation_commands_build(overrides, axis, values):
+    """The Adam+L2 and SGD ablations the README launches as `--set` variants of chinchilla."""
+    trials = [build_config(LMConfig, c) for c in load_spec("chinchilla", OWT + overrides).trial_configs()]
+    assert [getattr(c, axis) for c in trials] == values
+    assert all(c.schedule == "cosine" and c.tail_steps == 0 for c in trials)

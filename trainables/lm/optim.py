@@ -69,6 +69,11 @@ def weight_decay_groups(model: nn.Module, *, decay_norms: bool = False, decay_em
     return DecayGroups(decay, no_decay)
 
 
+def fused_adam_available(device: torch.device) -> bool:
+    """torch's fused Adam/AdamW kernels: on CUDA, and on CPUs from torch 2.4 (about 3x faster steps)."""
+    return device.type == "cuda" or (device.type == "cpu" and torch.torch_version.TorchVersion(torch.__version__) >= "2.4")
+
+
 def build_optimizer(name: str, groups: DecayGroups, *, lr: float, weight_decay: float, betas=(0.9, 0.95),
                     eps: float = 1e-8, momentum: float = 0.9, fused: bool = False) -> torch.optim.Optimizer:
     """``adamw`` (torch AdamW: p <- p*(1 - lr*wd) then the Adam step), ``adam`` (no decay),

@@ -17,7 +17,8 @@ from trainables.divergence import DivergenceDetector
 from trainables.lm.config import LMConfig
 from trainables.lm.data import WindowSampler, load_tokens
 from trainables.lm.metrics import adam_effective_lr, decay_applied_fraction, mfu, peak_bf16_flops
-from trainables.lm.optim import build_optimizer, global_norm, optimizer_step, set_schedule, weight_decay_groups
+from trainables.lm.optim import (build_optimizer, fused_adam_available, global_norm, optimizer_step, set_schedule,
+                                 weight_decay_groups)
 from trainables.models.gpt import GPT, model_config
 from trainables.precision import precision, resolve_device
 from trainables.registry import build_config
@@ -129,9 +130,11 @@ def run(config: dict, session: Session) -> None:
     model.to(device=device, dtype=prec.param_dtype)
     ema = ParameterEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     groups = weight_decay_groups(model, decay_norms=cfg.decay_norms, decay_embeddings=cfg.decay_embeddings)
+    # Fused Adam folds the decay into the update before one rounding; pure-bf16 runs keep the
+    # unfused step, whose decay is its own rounded multiply (what decay_applied_fraction measures).
     optimizer = build_optimizer(cfg.optimizer, groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                 betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, momentum=cfg.momentum,
-                                fused=device.type == "cuda")
+                                fused=fused_adam_available(device) and prec.param_dtype == torch.float32)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     decayed = optimizer.param_groups[0]["params"]
     forward = torch.compile(model) if cfg.compile else model

@@ -75,8 +75,6 @@ class LMConfig:
                 raise ConfigError("batch_tokens", f"{self.batch_tokens} is not a multiple of batch_size * context = {micro}")
         if self.ema_decay == 1:
             raise ConfigError("ema_decay", "1 would keep the average at the initial weights; use a value in [0, 1)")
-        if self.warmup_steps >= self.steps:
-            raise ConfigError("warmup_steps", f"{self.warmup_steps} warm-up steps leave nothing of a {self.steps}-step run")
 
     @property
     def accumulation(self) -> int:

@@ -678,10 +678,12 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
 
 def rank_trials(finals: pd.DataFrame, value: str, mode: str = "min") -> pd.DataFrame:
     """Finished trials with a finite ``value``, best first."""
+    if not value or value not in finals:
+        return finals.iloc[0:0]
     ok = finals
     if "status" in ok:
         ok = ok[ok["status"].astype(str) == "finished"]
-    ok = ok[np.isfinite(pd.to_numeric(ok[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))] if value in ok else ok.iloc[0:0]
+    ok = ok[np.isfinite(pd.to_numeric(ok[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
     return ok.sort_values(value, ascending=mode == "min", kind="stable")
 
 

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Callable
 
-import numpy as np
+import matplotlib
 import pandas as pd
 import pyarrow.fs as pafs
 import yaml
@@ -151,7 +151,8 @@ def render(fig, fmt_name: str) -> bytes:
     """A figure as PNG or SVG bytes (SVG without a date, so reruns give the same file)."""
     buffer = io.BytesIO()
     metadata = {"Date": None} if fmt_name == "svg" else {"Software": None}
-    fig.savefig(buffer, format=fmt_name, dpi=120, metadata=metadata)
+    with matplotlib.rc_context({"svg.hashsalt": "wd-study"}):  # stable element ids
+        fig.savefig(buffer, format=fmt_name, dpi=120, metadata=metadata)
     return buffer.getvalue()
 
 

@@ -141,6 +141,16 @@ def _left_out_note(frame: pd.DataFrame) -> str:
     return "" if counts.empty else " [" + ", ".join(f"{n} {s}" for s, n in counts.items()) + " left out]"
 
 
+def _finished(curves: pd.DataFrame, metric: str) -> pd.Series:
+    """Values of ``metric`` from finished trials (what axis limits and clip values are based on)."""
+    if metric not in curves:
+        return pd.Series(dtype=float)
+    if "status" not in curves:
+        return curves[metric]
+    done = curves.loc[curves["status"].astype(str) == "finished", metric]
+    return done if has_values(done.to_frame(), metric) else curves[metric]
+
+
 def _legend(ax, **kw) -> None:
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc=kw.pop("loc", "best"), **kw)
@@ -168,9 +178,14 @@ def _diverged_ends(curves: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
 
 def _group_curves(ax, curves: pd.DataFrame, y: str, x: str, by: list[str], *, sequential_col: str | None = None,
                   linestyle="-", gid_prefix: str = "data", label_suffix: str = "", colors: dict | None = None,
-                  band: bool = True) -> dict:
-    """Seed-mean curves of ``y`` vs ``x``, one per group of ``by``; returns {first-axis value: colour}."""
+                  band: bool | None = None) -> dict:
+    """Seed-mean curves of ``y`` vs ``x``, one per group of ``by``; returns {first-axis value: colour}.
+
+    The t-interval band is drawn for up to 4 curves (``band=None``): more would hide the lines.
+    """
     means = seed_mean_curves(curves, y, x, by)
+    if band is None:
+        band = (means.groupby(by, observed=True).ngroups if by else 1) <= 4
     # colour by the first axis (sequential when it is numeric), line style by the others
     firsts = values(curves, by[0]) if by else [None]
     numeric = bool(by) and pd.api.types.is_numeric_dtype(curves[by[0]])
@@ -318,14 +333,14 @@ def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | Non
     fig, axs = _figure(width=7.0, height=4.4)
     ax = axs[0, 0]
     _group_curves(ax, curves, y, x, by, sequential_col=column("weight_decay") if column("weight_decay") in by else None)
-    if log and len(_finite(curves[y]) if y in curves else []) and (_finite(curves[y]) > 0).all():
+    finished = _finite(_finished(curves, y))
+    if log and len(finished) and (finished > 0).all():
         ax.set_yscale("log")
     for i, drop in enumerate(_lr_drops(curves, x)):
         ax.axvline(drop, color="grey", linestyle=":", linewidth=1.2, label="LR decay" if i == 0 else None, gid=f"lr_drop:{drop:g}")
     ends = _diverged_ends(curves, x, y)
     if len(ends):
-        _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, curves.loc[curves["status"].astype(str) == "finished", y] if y in curves else [],
-                                                       log=ax.get_yscale() == "log"))
+        _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, _finished(curves, y), log=ax.get_yscale() == "log"))
     ax.set_xlabel(x)
     _format_y(ax, y)
     _title(ax, title or f"{y} vs {x}" + _left_out_note(curves), fontsize=10)
@@ -335,7 +350,7 @@ def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | Non
 
 
 def _metric_panels(curves: pd.DataFrame, metrics: Sequence[tuple[str, str, bool]], *, x: str | None,
-                   by: Sequence[str] | None, title: str) -> Figure:
+                   by: Sequence[str] | None, title: str | None) -> Figure:
     present = [(m, label, log) for m, label, log in metrics if has_values(curves, m)]
     if not present:
         raise ValueError(f"none of {', '.join(m for m, _, _ in metrics)} is reported in these curves")
@@ -348,17 +363,20 @@ def _metric_panels(curves: pd.DataFrame, metrics: Sequence[tuple[str, str, bool]
                                 sequential_col=column("weight_decay") if column("weight_decay") in by else None)
         if log:
             ax.set_yscale("log")
+        else:
+            _log_if_wide(ax, "y", _finished(curves, metric))
         for drop in _lr_drops(curves, x):
             ax.axvline(drop, color="grey", linestyle=":", linewidth=1.2, gid=f"lr_drop:{drop:g}")
         ends = _diverged_ends(curves, x, metric)
         if len(ends):
-            _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, curves[metric], log=log))
+            _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, _finished(curves, metric), log=ax.get_yscale() == "log"))
         ax.set_xlabel(x)
         ax.set_ylabel(label)
         ax.set_title(label, fontsize=10)
         ax.grid(alpha=0.3, which="both")
     _legend(axs[0, 0])
-    _suptitle(fig, title + _left_out_note(curves), fontsize=11)
+    _suptitle(fig, (title or " and ".join(label.split("  ")[0] for _, label, _ in present)) + _left_out_note(curves),
+              fontsize=11)
     return fig
 
 
@@ -367,7 +385,7 @@ def norms(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | Non
     """Weight norm ‖w‖₂ and effective LR η/‖w‖² vs ``x``, one line per grid point (mean over seeds)."""
     return _metric_panels(curves, [("weight_norm", "weight_norm  ‖w‖₂", False),
                                    ("effective_lr", "effective_lr  η/‖w‖² (scale-invariant params)", True)],
-                          x=x, by=by, title=title or "weight norm and effective learning rate")
+                          x=x, by=by, title=title)
 
 
 def hessian_trace(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | None = None,
@@ -541,7 +559,7 @@ def divergence_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | N
     seeds = values(curves, "seed") if SEED in curves else [None]
     styles = dict(zip(seeds, LINESTYLES * (len(seeds) // len(LINESTYLES) + 1)))
     fig, axs = _figure(len(panel_rows), len(panel_cols), width=5.2, height=3.8)
-    finite = _finite(curves[y]) if y in curves else np.array([])
+    finite = _finite(_finished(curves, y))
     for i, lr_value in enumerate(panel_rows):
         for j, p in enumerate(panel_cols):
             ax = axs[i, j]
@@ -696,13 +714,15 @@ def top_k(curves: pd.DataFrame, finals: pd.DataFrame, value: str, mode: str = "m
     axes = varied_axes(finals, include_seed=True)
     fig, axs = _figure(width=7.0, height=4.4)
     ax = axs[0, 0]
+    plotted = []
     for rank, (color, (_, row)) in enumerate(zip(_colors(k), best.iterrows()), start=1):
         part = curves[curves["trial_id"] == row["trial_id"]].sort_values(x)
         yv = pd.to_numeric(part[y], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if y in part else np.array([])
         ok = np.isfinite(yv)
+        plotted.extend(yv[ok])
         label = f"#{rank} {value}={row[value]:.4g}: " + _label(axes, tuple(row[c] for c in axes))
         ax.plot(part[x].to_numpy(dtype=float)[ok], yv[ok], color=color, label=label, gid=f"data:{row['trial_id']}")
-    _log_if_wide(ax, "y", curves[y] if y in curves else [])
+    _log_if_wide(ax, "y", plotted)
     ax.set_xlabel(x)
     _format_y(ax, y)
     _title(ax, title or f"top {len(best)} of {len(finals)} trials by final {value} ({mode})", fontsize=10)

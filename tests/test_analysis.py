@@ -355,6 +355,10 @@ def test_train_val_gap_fails_when_one_wd_overfits():
     v = verdicts.train_val_gap(gap_curves(lambda wd, s: 0.08 if wd == 0 else 0.01))
     assert v.status == "fail" and "weight_decay=0" in v.reason
     assert verdicts.train_val_gap(gap_curves(lambda wd, s: 0.08), epsilon=0.1).status == "pass"
+    # every seed must be inside: a mean of 0.03 hides one seed at 0.06
+    v = verdicts.train_val_gap(gap_curves(lambda wd, s: 0.06 if s == 1 else 0.0))
+    assert v.status == "fail" and "largest |gap| 0.0600" in v.reason
+    assert v.numbers["gaps"]["schedule=cosine, weight_decay=0"]["gap"] == pytest.approx(0.03)
 
 
 def test_train_val_gap_not_applicable_without_val_loss():

@@ -345,7 +345,7 @@ def load_study(name: str, storage: str) -> Study:
 
 
 def fmt(value: Any) -> str:
-    """A compact label for an axis value: 0.001 → 1e-03 style only where it is shorter."""
+    """A compact label for an axis value (floats in ``%g`` form: 0.001, 6e-05, 0.3)."""
     if isinstance(value, (float, np.floating)):
         if math.isnan(value):
             return "nan"

@@ -433,6 +433,14 @@ def test_image_models_train_on_fake_cifar(tmp_path):
         assert ("effective_lr" in session.reports[-1]) == (extra["model"] != "vgg11")
 
 
+def test_eval_every_reports_at_its_epochs_at_hessian_epochs_and_at_the_end():
+    session = BareSession()
+    run({**TINY, "epochs": 5, "eval_every": 3, "hessian_every": 4, "ema_decay": 0.0}, session)
+    assert [r["epoch"] for r in session.reports] == [3, 4, 5]
+    assert ["hessian_trace" in r for r in session.reports] == [False, True, True]
+    assert [r["step"] for r in session.reports] == [24, 32, 40]
+
+
 def test_divergence_is_a_result():
     session = BareSession()
     run({**TINY, "lr": 1e30, "epochs": 3}, session)

@@ -57,6 +57,7 @@ class VisionConfig:
     project_at_init: bool = param(True, help="also project before the first step (the paper's LR sweep does not; its Tr(H) runs do)")
     projection_radius: float = param(1.0, ge=0, help="global projection: the sphere's radius (the paper: 1.0); 0 = the initial norm")
     # metrics
+    eval_every: int = param(1, gt=0, help="epochs between reports (evaluation, norms, EMA); the last epoch always reports")
     train_eval: Literal["full", "running"] = param("full", help="train loss/error: a full eval-mode pass (the paper) or the epoch's running mean in train mode (free)")
     ema_decay: float = param(0.999, ge=0, le=0.999999, help="EMA of the parameters per step, from init; its BN statistics are recomputed each epoch; 0 = no EMA")
     hessian_every: int = param(0, ge=0, help="Tr(H) of the training loss every this many epochs and at the last one; 0 = never on the main run")
@@ -73,6 +74,6 @@ class VisionConfig:
     precision: Literal["fp32", "fp16-autocast", "bf16-autocast"] = param("fp32", help="fp16-autocast uses a GradScaler on CUDA; Tr(H) is always fp32")
     seed: int = param(0, ge=0, help="drives initialisation, batch order and augmentation")
     divergence_loss: float = param(0.0, ge=0, help="diverged also when an epoch's mean train loss exceeds this; 0 = only NaN/inf")
-    checkpoint_every: int = param(0, ge=0, help="epochs between checkpoints; 0 = only when asked")
+    checkpoint_every: int = param(0, ge=0, help="epochs between checkpoints (taken at report epochs); 0 = only when asked")
     device: str = param("auto", help="auto, cpu, cuda, cuda:N")
     threads: int = param(0, ge=0, help="torch CPU threads; 0 = the trial's CPUs")

@@ -2,8 +2,9 @@
 
 Reads top to bottom: config → data → model → optimiser → loop. Per step the loop
 stays on the device (loss sums, error counts and the first non-finite step are
-device tensors); it synchronises with the host once per epoch, where it evaluates,
-measures and reports:
+device tensors); it synchronises with the host once per epoch to check for
+divergence, and every ``eval_every`` epochs (and at the last, and where a Tr(H) or a
+fine-tuning branch is due) it evaluates, measures and reports:
 
 - ``epoch``, ``step``, ``lr`` (the LR of the epoch's last step), ``samples_per_s``;
 - ``train_loss``/``train_error`` (a full eval-mode pass, or the running mean),
@@ -346,6 +347,11 @@ def run(config: dict, session: Session) -> None:
             session.report(metrics, status="diverged")
             return
 
+        last = epoch + 1 == cfg.epochs
+        hessian_due = bool(cfg.hessian_every and cfg.hessian_probes and ((epoch + 1) % cfg.hessian_every == 0 or last))
+        finetune_due = bool(cfg.finetune_every and (epoch + 1) % cfg.finetune_every == 0)
+        if not (last or hessian_due or finetune_due or (epoch + 1) % cfg.eval_every == 0):
+            continue
         if cfg.train_eval == "full":
             metrics["train_loss"], metrics["train_error"] = evaluate(model, train_eval, prec)
         else:
@@ -364,12 +370,11 @@ def run(config: dict, session: Session) -> None:
             ema.recompute_norm_stats(norm_stats_batches)
             metrics["ema_test_loss"], metrics["ema_test_error"] = evaluate(ema.model, test_eval, prec)
 
-        last = epoch + 1 == cfg.epochs
-        if cfg.hessian_every and cfg.hessian_probes and ((epoch + 1) % cfg.hessian_every == 0 or last):
+        if hessian_due:
             metrics["hessian_trace"], metrics["hessian_probes"] = hessian_trace(
                 model, hessian_batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
                 generator=derived_generator(device, cfg.seed, epoch, 3))
-        if cfg.finetune_every and (epoch + 1) % cfg.finetune_every == 0:
+        if finetune_due:
             metrics.update(finetune(epoch))
 
         checkpoint = session.should_checkpoint(epoch + 1, cfg.checkpoint_every)

@@ -317,6 +317,11 @@ def test_cifar100_loader_and_clear_errors(tmp_path):
         load_dataset("cifar10", data_dir="relative/folder")
     with pytest.raises(FileNotFoundError, match="set download: true"):
         load_dataset("cifar10", data_dir=str(tmp_path))
+    try:
+        import torchvision  # noqa: F401
+    except ImportError:  # not a dependency: asking for a download says how to get one
+        with pytest.raises(RuntimeError, match="download: true needs torchvision"):
+            load_dataset("cifar10", data_dir=str(tmp_path / "new"), download=True)
     (tmp_path / "bad").mkdir()
     with open(tmp_path / "bad" / "data_batch_1", "wb") as f:
         pickle.dump({b"nothing": 1}, f)

@@ -14,9 +14,6 @@ from typing import Literal
 
 from trainables.registry import param
 
-MODELS = ("cnn1d-si", "vgg11", "vgg16", "preact-resnet18", "preact-resnet34", "preact-resnet18-si")
-DATASETS = ("mnist1d", "cifar10", "cifar100")
-
 
 @dataclass(frozen=True)
 class VisionConfig:

@@ -131,7 +131,11 @@ def _download_cifar(name: str, data_dir: str) -> None:
     # concurrent trials on one machine: one downloads, the others wait for it
     with open(os.path.join(data_dir, f".{name}.download.lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        dataset(root=data_dir, train=True, download=True)
+        try:
+            dataset(root=data_dir, train=True, download=True)
+        except Exception as exc:  # no internet, a proxy, a full disk: say what to do instead
+            raise RuntimeError(f"downloading {name} into {data_dir} failed ({exc}); put "
+                               f"{CIFAR_FOLDERS[name]}/ there by hand") from exc
 
 
 def read_cifar_batch(path: str, label_key: bytes = b"labels") -> tuple[np.ndarray, np.ndarray]:

@@ -20,8 +20,10 @@ a Parquet file without it (or one that does not parse) is refused with a
 failed, stopped), ``error``, ``started_at``, ``ended_at``, ``reports``, ``config/<key>``
 for every config value, the last value of every reported metric under its own name,
 and provenance: ``host``, ``node_ip``, ``node_id`` (Ray's node), ``pid``, ``gpu_ids``,
-``restarts`` (times the trial was resumed after its worker or the driver died),
-``git_commit``, ``git_dirty``, ``versions`` (JSON).
+``cpus``/``gpus`` (what the trial held), ``restarts`` (times the trial was started again
+after its worker or the driver died, or by ``resume --retry-failed``),
+``restored_from_iteration`` (the checkpoint its last restart resumed from; empty when it
+started from scratch), ``git_commit``, ``git_dirty``, ``versions`` (JSON), ``driver_host``.
 Metric rows hold what the trainable reported plus Ray's ``training_iteration`` and
 ``time_total_s``; the trial id comes from the partition folder.
 
@@ -417,6 +419,7 @@ class StoreWriter:
         row.setdefault("restarts", 0)
         if row.get("status") is not None:  # it ran before: its worker or the driver died
             row["restarts"] += 1
+            row["restored_from_iteration"] = None  # set by its first report if it restores a checkpoint
         row.update(status="running", error=None, started_at=row.get("started_at") or _now(), ended_at=None)
         row.setdefault("reports", 0)
         for name, value in config.items():
@@ -435,21 +438,22 @@ class StoreWriter:
         it goes to the trial's row, not into the metric rows.
         """
         sid = self.stored_id(trial_id)
-        iteration = metrics.get("training_iteration")
-        if iteration is not None:
-            if iteration <= self.last_iteration.get(sid, 0):
-                return False
-            self.last_iteration[sid] = iteration
         row = self.trials.setdefault(sid, {"trial_id": sid, "status": "running", "reports": 0, "restarts": 0})
-        row["reports"] = row.get("reports", 0) + 1
-        for key, value in metrics.items():
-            if value is not None:
-                row[key] = value
         if host:
             row["host"] = host
         if node_ip:
             row["node_ip"] = node_ip
         row.update({k: v for k, v in (where or {}).items() if v is not None})
+        self.trials_dirty = True
+        iteration = metrics.get("training_iteration")
+        if iteration is not None:
+            if iteration <= self.last_iteration.get(sid, 0):
+                return False
+            self.last_iteration[sid] = iteration
+        row["reports"] = row.get("reports", 0) + 1
+        for key, value in metrics.items():
+            if value is not None:
+                row[key] = value
         self.buffers.setdefault(sid, []).append(metrics)
         self.buffered += 1
         self.trials_dirty = True

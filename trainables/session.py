@@ -16,9 +16,9 @@ from typing import Any, Callable, Protocol
 
 # Key under which the trial's own ending (finished/diverged) travels in a report.
 STATUS_KEY = "trial_status"
-# Where a report came from (RaySession adds them): Ray's node id and the trial's GPU ids.
-# The store keeps them with the trial, not in its metric rows.
-WHERE_KEYS = ("node_id", "gpu_ids")
+# Where a report came from (RaySession adds them): Ray's node id, the trial's GPU ids and
+# the CPUs/GPUs it holds. The store keeps them with the trial, not in its metric rows.
+WHERE_KEYS = ("node_id", "gpu_ids", "cpus", "gpus")
 
 
 class Session(Protocol):
@@ -67,13 +67,16 @@ class RaySession(_Base):
     def __init__(self):
         self._where: dict[str, str] | None = None
 
-    def where(self) -> dict[str, str]:
-        """Ray's id of the node this trial runs on and its GPU ids ("" without GPUs)."""
+    def where(self) -> dict:
+        """Ray's id of the node this trial runs on, its GPU ids ("" without GPUs), its resources."""
         if self._where is None:
             import ray
+            from ray import tune
 
+            held = tune.get_context().get_trial_resources().required_resources
             self._where = {"node_id": ray.get_runtime_context().get_node_id(),
-                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids())}
+                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+                           "cpus": float(held.get("CPU", 0)), "gpus": float(held.get("GPU", 0))}
         return self._where
 
     def report(self, metrics, *, status=None, state=None):

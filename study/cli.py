@@ -9,7 +9,6 @@ SIGTERM as ``ray job stop`` sends) exits with code 130 after saving what it has.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 
 import pandas as pd
@@ -63,19 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _sigterm_as_sigint(signum, frame):
-    # Ray Tune stops gracefully on SIGINT (saves its experiment state; our callbacks flush
-    # the store); `ray job stop` and most schedulers send SIGTERM.
-    signal.raise_signal(signal.SIGINT)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    if args.verb in ("launch", "resume"):
-        try:
-            signal.signal(signal.SIGTERM, _sigterm_as_sigint)
-        except ValueError:  # not the main thread (e.g. called from a test thread)
-            pass
     try:
         return {"launch": _launch, "resume": _resume, "list": _list, "status": _status}[args.verb](args)
     except (SpecError, LaunchError) as exc:
@@ -101,12 +89,14 @@ def _launch(args) -> int:
     note = checkpoint_note(spec)
     if note:
         print(note, file=sys.stderr)
-    result = launch(spec, storage=args.storage, address=args.address, overwrite=args.overwrite, resume=args.resume)
+    result = launch(spec, storage=args.storage, address=args.address, overwrite=args.overwrite, resume=args.resume,
+                    graceful_sigterm=True)
     return _finish(result, args)
 
 
 def _resume(args) -> int:
-    result = resume(args.name, storage=args.storage, address=args.address, retry_failed=args.retry_failed)
+    result = resume(args.name, storage=args.storage, address=args.address, retry_failed=args.retry_failed,
+                    graceful_sigterm=True)
     return _finish(result, args)
 
 

@@ -9,9 +9,12 @@ their last checkpoint, and the store keeps every report exactly once (see
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 import pandas as pd
@@ -78,6 +81,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, log_to_driver=False)
     else:
         ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(enabled: bool = True):
+    """While inside, SIGTERM (what `ray job stop` and schedulers send) acts as SIGINT.
+
+    Ray Tune stops gracefully on SIGINT: it saves its experiment state, and the store
+    callback flushes. Installed after ``ray.init``, which sets a SIGTERM handler of its own.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def param_space(spec: StudySpec) -> dict:
@@ -192,13 +212,15 @@ def _study_info(spec: StudySpec, info: dict) -> dict:
 
 
 def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | None = None,
-           overwrite: bool = False, resume: bool = False, progress: bool = True, stream=None) -> StudyResult:
+           overwrite: bool = False, resume: bool = False, progress: bool = True, stream=None,
+           graceful_sigterm: bool = False) -> StudyResult:
     """Run every trial of ``spec`` and store the results under ``storage/<spec.name>``.
 
     A study name that exists is refused unless ``overwrite`` (replace it: its files are
     checked first, a foreign or corrupt Parquet file stops the overwrite) or ``resume``
     (continue it with ``resume()``; the spec must be the stored one). A study that a live
-    driver is running is always refused.
+    driver is running is always refused. ``graceful_sigterm`` makes SIGTERM stop the
+    study as SIGINT does (the CLI sets it).
     """
     if overwrite and resume:
         raise LaunchError("--overwrite and --resume exclude each other: replace the study, or continue it")
@@ -211,7 +233,8 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
                 raise LaunchError(f"study {spec.name!r} exists with a different spec ({', '.join(differences)} "
                                   f"differ); resume it as stored with `python -m study resume {spec.name}`, "
                                   f"or launch under another --name")
-            return _resume(spec, store, address=address, retry_failed=False, progress=progress, stream=stream)
+            return _resume(spec, store, address=address, retry_failed=False, progress=progress, stream=stream,
+                           graceful_sigterm=graceful_sigterm)
         if not overwrite:
             raise LaunchError(f"study {spec.name!r} already exists in {display_storage(storage)} "
                               f"({_status_summary(store)}); pass --resume to finish it, --overwrite to "
@@ -227,7 +250,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
 
     ensure_ray(address)
     try:
-        with DriverLock(store, command="launch"):
+        with DriverLock(store, command="launch"), sigterm_as_sigint(graceful_sigterm):
             info = provenance()
             store.write_text("spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
             store.write_text("study.json", json.dumps(_study_info(spec, info), indent=2))
@@ -241,7 +264,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
 
 
 def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = None, retry_failed: bool = False,
-           progress: bool = True, stream=None) -> StudyResult:
+           progress: bool = True, stream=None, graceful_sigterm: bool = False) -> StudyResult:
     """Finish a stored study: what ended stays as it is, the rest runs (from checkpoints).
 
     Ray Tune's experiment state (``tune/``) is restored with ``Tuner.restore``; trials the
@@ -256,11 +279,11 @@ def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = N
                           f"--storage {display_storage(storage)}` shows the stored ones)")
     _refuse_if_running(store)
     return _resume(stored_spec(store), store, address=address, retry_failed=retry_failed, progress=progress,
-                   stream=stream)
+                   stream=stream, graceful_sigterm=graceful_sigterm)
 
 
 def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, progress: bool,
-            stream) -> StudyResult:
+            stream, graceful_sigterm: bool) -> StudyResult:
     from ray import tune
 
     info = provenance()
@@ -273,7 +296,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
 
     ensure_ray(address)
     try:
-        with DriverLock(store, command="resume"):
+        with DriverLock(store, command="resume"), sigterm_as_sigint(graceful_sigterm):
             study = json.loads(store.read_text("study.json")) if store._is_file(store.path("study.json")) else {}
             study.setdefault("resumed", []).append({"at": pd.Timestamp.now(tz="UTC").isoformat(),
                                                     "retry_failed": retry_failed, **info})

@@ -517,7 +517,8 @@ class StoreWriter:
         self.buffered -= len(rows)
 
     def _write_trials(self) -> None:
-        self.store.write_trials(list(self.trials.values()))
+        # sorted by id: Ray Tune's ids count up in grid order
+        self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
         self.trials_dirty = False
 
 

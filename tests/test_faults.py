@@ -267,6 +267,49 @@ def test_killed_driver_subprocess_then_cli_resume(tmp_path):
     assert read_lock(store) is None
 
 
+@pytest.mark.slow
+def test_sigterm_stops_a_driver_gracefully_and_resume_finishes(tmp_path):
+    """SIGTERM (what `ray job stop` sends) saves Ray Tune's state, flushes the store, exits 130."""
+    storage = str(tmp_path / "store")
+    spec_path = tmp_path / "stopme.yaml"
+    spec_path.write_text(yaml.safe_dump({
+        "name": "stopme", "trainable": "probe", "config": {"steps": 30, "checkpoint_every": 4, "sleep_s": 0.2},
+        "axes": {"seed": [0, 1, 2]}, "resources": {"cpu": 1},
+    }))
+    env = dict(os.environ, OMP_NUM_THREADS="1", RAY_ADDRESS="")
+    driver = subprocess.Popen([sys.executable, "-m", "study", "launch", str(spec_path), "--storage", storage],
+                              env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True)
+    store = StudyStore(storage, "stopme")
+    try:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            time.sleep(0.3)
+            if store._is_file(store.path("trials.parquet")) and (store.read_trials()["reports"] >= 5).any():
+                break
+        else:
+            pytest.fail("the study did not get going")
+        driver.send_signal(signal.SIGTERM)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+            driver.wait()
+    assert driver.returncode == 130, err[-3000:]
+    assert "was interrupted; finish it with: python -m study resume stopme" in err
+    assert read_lock(store) is None  # released on the way out
+    trials = store.read_trials()
+    assert (trials["status"] == "running").any()
+    assert_exactly_once_and_as_uninterrupted(store)  # what was reported is stored, flushed
+
+    done = subprocess.run([sys.executable, "-m", "study", "resume", "stopme", "--storage", storage, "--no-report"],
+                          env=env, capture_output=True, text=True, timeout=400, start_new_session=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    trials = store.read_trials()
+    assert (trials["status"] == "finished").all() and len(trials) == 3 and (trials["reports"] == 30).all()
+    assert_exactly_once_and_as_uninterrupted(store)
+
+
 # ---------------------------------------------------------------- a second driver
 
 
@@ -414,6 +457,29 @@ def test_a_folder_that_is_not_a_study_is_not_launched_into(storage, capsys):
     assert main(["launch", "quickstart", "--name", "taken", "--storage", storage]) == 2
     assert "holds files that are not a stored study" in capsys.readouterr().err
     assert os.listdir(os.path.join(storage, "taken")) == ["data.csv"]
+
+
+def test_status_shows_an_interrupted_study_and_how_to_finish_it(storage, capsys):
+    from study.cli import main
+
+    stored_study(storage, "halfway")
+    assert main(["status", "halfway", "--storage", storage]) == 0
+    out = capsys.readouterr().out
+    assert "2 trials: 1 finished, 1 running" in out and "no driver is running it" in out
+    assert f"interrupted: finish it with: python -m study resume halfway --storage {storage}" in out
+
+
+def test_an_interrupted_run_exits_130_with_the_resume_command(storage, capsys, monkeypatch):
+    from study import cli
+
+    store = stored_study(storage, "halfway")
+    result = type("Result", (), {"spec": tiny_spec("halfway"), "store": store, "complete": False,
+                                 "trials": lambda self: store.read_trials()})()
+    monkeypatch.setattr(cli, "resume", lambda *args, **kwargs: result)
+    assert cli.main(["resume", "halfway", "--storage", storage]) == 130
+    captured = capsys.readouterr()
+    assert "1 finished, 1 running" in captured.out and "report:" not in captured.out
+    assert f"finish it with: python -m study resume halfway --storage {storage}" in captured.err
 
 
 def test_overwrite_and_resume_exclude_each_other(capsys):

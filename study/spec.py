@@ -13,7 +13,7 @@
     mode: min
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (0.25)
     max_concurrent: null          # trials running at once (null: as resources allow)
-    max_failures: 0               # retries of a trial whose worker died
+    max_failures: 0               # retries of a trial that died or raised (from its last checkpoint)
     keep_checkpoints: 2           # Ray Tune checkpoints kept per trial (null: all)
     stop: {}                      # optional Ray Tune stop criteria, e.g. {time_total_s: 600}
 
@@ -65,7 +65,7 @@ class StudySpec:
         metric, mode: what "best" means.
         resources: per-trial resources.
         max_concurrent: trials at once, or None.
-        max_failures: retries after a worker dies.
+        max_failures: retries of a trial whose worker died or that raised, from its last checkpoint.
         keep_checkpoints: checkpoints Ray Tune keeps per trial (the newest), or None for all.
         stop: Ray Tune stop criteria.
         description: free text.

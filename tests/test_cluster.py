@@ -46,6 +46,22 @@ def test_spec_resources_map_to_trial_resources():
     assert trial_resources(spec) == {"cpu": 2, "gpu": 0.25}
 
 
+def test_checkpoint_keys_of_the_spec():
+    from study.launch import checkpoint_note
+    from study.spec import SpecError
+
+    base = {"name": "c", "trainable": "probe", "axes": {"seed": [0]}}
+    assert parse_spec(base).keep_checkpoints == 2
+    assert parse_spec({**base, "keep_checkpoints": None}).keep_checkpoints is None
+    for bad in (0, -1, 1.5, "all", True):
+        with pytest.raises(SpecError, match="keep_checkpoints: expected a positive integer or null"):
+            parse_spec({**base, "keep_checkpoints": bad})
+    # retries without checkpoints restart trials from their first step: the launch says so
+    assert "checkpoint_every=0" in checkpoint_note(parse_spec({**base, "max_failures": 2}))
+    assert checkpoint_note(parse_spec({**base, "max_failures": 2, "config": {"checkpoint_every": 5}})) is None
+    assert checkpoint_note(parse_spec(base)) is None
+
+
 def test_trials_hold_the_spec_resources_and_respect_max_concurrent(ray_session, storage):
     spec = parse_spec({"name": "one-at-a-time", "trainable": "probe", "config": {"steps": 3},
                        "axes": {"seed": [0, 1, 2]}, "resources": {"cpu": 0.5}, "max_concurrent": 1})

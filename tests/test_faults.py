@@ -106,14 +106,14 @@ def test_a_trial_that_raises_is_failed_and_the_study_goes_on(faulty):
     assert result.complete
     trials = by_fault(result.trials())
     failed = trials.loc[5]
-    assert failed["status"] == "failed"
-    assert "RuntimeError: probe: injected failure at step 5" in failed["error"]
-    assert failed["reports"] == 4
+    assert failed["status"] == "failed", failed.to_dict()
+    assert "RuntimeError: probe: injected failure at step 5" in failed["error"], failed["error"]
+    assert failed["reports"] == 4, failed.to_dict()
     # max_failures retries any error: once, from its checkpoint at report 3, and it raised again
-    assert failed["restarts"] == 1 and failed["restored_from_iteration"] == 3
-    assert trials.loc[0, "status"] == "finished" and pd.isna(trials.loc[0, "error"])
+    assert failed["restarts"] == 1 and failed["restored_from_iteration"] == 3, failed.to_dict()
+    assert trials.loc[0, "status"] == "finished" and pd.isna(trials.loc[0, "error"]), trials.loc[0].to_dict()
     assert_exactly_once_and_as_uninterrupted(result.store)
-    assert "trials 2/2 done" in out and "1 failed" in out
+    assert "trials 2/2 done" in out and "1 failed" in out, out
 
 
 def test_resume_with_retry_failed_runs_only_the_failed_trials_again(faulty, tmp_path):

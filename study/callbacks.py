@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+import re
 import sys
 import time
 from typing import Any
@@ -39,11 +41,24 @@ def where(result: dict[str, Any]) -> dict[str, Any]:
 
 
 def trial_error_text(trial) -> str:
+    """The trial's latest error, as traceback text.
+
+    Ray Tune appends it to the trial's error file on the driver (``trial.error_file``)
+    before it calls the callbacks, and copies the file to the storage only later; the
+    storage copy (``get_error``) is the fallback.
+    """
     text = None
-    try:
-        text = trial.get_error()
-    except Exception:  # the error file may be missing on a remote store
-        pass
+    path = getattr(trial, "error_file", None)
+    if path and os.path.isfile(path):
+        with open(path, errors="replace") as f:
+            text = f.read()
+        # one "Failure # N (occurred at ...)" block per failure: keep the latest
+        text = re.split(r"^Failure # \d+ \(occurred at [^)]*\)\n", text, flags=re.M)[-1].strip() or text
+    if not text:
+        try:
+            text = trial.get_error()
+        except Exception:  # the error file may be missing on a remote store
+            pass
     return str(text or getattr(trial, "error_msg", None) or "trial failed (no error text recorded)")
 
 

@@ -116,6 +116,24 @@ def test_a_trial_that_raises_is_failed_and_the_study_goes_on(faulty):
     assert "trials 2/2 done" in out and "1 failed" in out, out
 
 
+def test_the_error_text_is_the_latest_failure_read_on_the_driver(tmp_path):
+    from study.callbacks import trial_error_text
+
+    error_file = tmp_path / "error.txt"
+    error_file.write_text("Failure # 1 (occurred at 2026-01-01_00-00-00)\nRuntimeError: first\n"
+                          "Failure # 2 (occurred at 2026-01-01_00-01-00)\nTraceback ...\nRuntimeError: second\n")
+
+    class Trial:  # Ray Tune copies the file to the storage later: get_error() finds nothing yet
+        def get_error(self):
+            return None
+
+    trial = Trial()
+    trial.error_file = str(error_file)
+    assert trial_error_text(trial) == "Traceback ...\nRuntimeError: second"
+    trial.error_file = None
+    assert trial_error_text(trial) == "trial failed (no error text recorded)"
+
+
 def test_resume_with_retry_failed_runs_only_the_failed_trials_again(faulty, tmp_path):
     result, _ = faulty
     storage = str(tmp_path / "store")
@@ -142,7 +160,7 @@ class _Dead:
 
 
 def _crash_study(storage, monkeypatch):
-    """Run a study whose driver 'dies' once two trials finished and another is past its checkpoint.
+    """Run a study whose driver 'dies' once a trial finished and another is past its checkpoint.
 
     Worst case for resume: Ray Tune saves its experiment state only at the start
     (TUNE_GLOBAL_CHECKPOINT_S, no forced saves with keep_checkpoints null) and creates
@@ -160,7 +178,7 @@ def _crash_study(storage, monkeypatch):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             writer = self.store_callback.writer
             statuses = [row.get("status") for row in writer.trials.values()]
-            if statuses.count("finished") >= 2 and result["training_iteration"] >= 8:
+            if statuses.count("finished") >= 1 and result["training_iteration"] >= 8 and any(writer.buffers.values()):
                 self.lost = {k: [r["training_iteration"] for r in v] for k, v in writer.buffers.items()}
                 self.store_callback.writer = _Dead()
                 raise RuntimeError("simulated driver crash")
@@ -173,7 +191,8 @@ def _crash_study(storage, monkeypatch):
         crash.append(CrashDriver(callbacks[0]))
         return callbacks + crash
 
-    spec = parse_spec({"name": "crash", "trainable": "probe", "config": {"steps": 12, "checkpoint_every": 3},
+    spec = parse_spec({"name": "crash", "trainable": "probe",
+                       "config": {"steps": 12, "checkpoint_every": 3, "sleep_s": 0.02},
                        "axes": {"seed": [0, 1, 2]}, "resources": {"cpu": 1}, "keep_checkpoints": None})
     with monkeypatch.context() as patch:
         patch.setattr(launch_module, "_callbacks", with_crash)
@@ -190,7 +209,7 @@ def test_driver_crash_then_resume_finishes_only_what_is_left(ray_session, tmp_pa
     store = StudyStore(storage, "crash")
     before = store.read_trials().set_index("trial_id")
     finished = before.index[before["status"] == "finished"]
-    assert len(finished) == 2 and (before["status"] == "running").any()
+    assert len(finished) >= 1 and (before["status"] == "running").any()
     assert any(lost.values())  # rows were buffered, not written, when the driver died
     assert read_lock(store) is None  # (the in-process driver released it; a killed one is tested below)
 
@@ -385,7 +404,7 @@ def test_the_heartbeat_keeps_a_lock_fresh(storage):
     store = StudyStore(storage, "beat")
     with DriverLock(store, heartbeat_s=0.05):
         first = read_lock(store).heartbeat_at
-        time.sleep(0.3)
+        time.sleep(1.0)
         assert read_lock(store).heartbeat_at > first
 
 

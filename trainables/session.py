@@ -65,7 +65,7 @@ class RaySession(_Base):
     FILE = "state.pt"
 
     def __init__(self):
-        self._where: dict[str, str] | None = None
+        self._where: dict | None = None
 
     def where(self) -> dict:
         """Ray's id of the node this trial runs on, its GPU ids ("" without GPUs), its resources."""

@@ -9,6 +9,7 @@ SIGTERM as ``ray job stop`` sends) exits with code 130 after saving what it has.
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 
 import pandas as pd
@@ -16,7 +17,7 @@ import pandas as pd
 from study.launch import DEFAULT_STORAGE, LaunchError, checkpoint_note, launch, resume
 from study.lock import read_lock
 from study.spec import SpecError, load_spec, preset_names
-from study.store import StoreError, StudyStore, display_storage, list_studies
+from study.store import StoreError, StudyStore, list_studies
 
 STORAGE_HELP = ("store root: a folder, or a URI such as s3://bucket/prefix (S3-compatible server: "
                 "s3://bucket/prefix?endpoint_override=HOST:PORT&scheme=http) (default: %(default)s)")
@@ -107,7 +108,7 @@ def _finish(result, args) -> int:
     print(f"study {name}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())) + f"; store: {result.store.root}")
     if not result.complete:
         print(f"study {name} was interrupted; finish it with: python -m study resume {name} "
-              f"--storage {display_storage(args.storage)}", file=sys.stderr)
+              f"--storage {shlex.quote(args.storage)}", file=sys.stderr)
         return 130
     if not args.no_report:
         from analysis.report import write_report
@@ -149,7 +150,7 @@ def _status(args) -> int:
         print("no driver is running it" + (f" (a dead driver's lock: {lock.describe()})" if lock else ""))
     trials = store.read_trials()
     if "status" in trials and (trials["status"] == "running").any() and not (lock and lock.is_live()):
-        print(f"interrupted: finish it with: python -m study resume {args.name} --storage {display_storage(args.storage)}")
+        print(f"interrupted: finish it with: python -m study resume {args.name} --storage {shlex.quote(args.storage)}")
     if not trials.empty:
         spec = load_spec_from_store(store)
         columns = ["trial_id", "status", *[f"config/{a}" for a in spec.get("axes", {})], "reports", "restarts"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -276,7 +277,7 @@ def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = N
     store = StudyStore(storage, name)
     if not store.exists():
         raise LaunchError(f"no study named {name!r} in {display_storage(storage)} (`python -m study list "
-                          f"--storage {display_storage(storage)}` shows the stored ones)")
+                          f"--storage {shlex.quote(storage)}` shows the stored ones)")
     _refuse_if_running(store)
     return _resume(stored_spec(store), store, address=address, retry_failed=retry_failed, progress=progress,
                    stream=stream, graceful_sigterm=graceful_sigterm)

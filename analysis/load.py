@@ -1,55 +1,353 @@
-"""The store of one study as pandas DataFrames (analysis only reads the store)."""
+"""The store of one study as pandas DataFrames (analysis only reads the store).
+
+Three tables, all keyed by ``trial_id`` and carrying the config as ``config/<key>``
+columns (the names Ray Tune gives them) and the trial's ``status``:
+
+- ``Study.trials``: one row per trial (``trials.parquet``), config columns typed:
+  numbers stay numbers, string axes become ordered categoricals in the spec's axis order,
+  ``status`` a categorical in the store's status order.
+- ``curves(trials, metrics)``: one row per report, the metric rows joined with config and status.
+- ``finals(trials, metrics)``: one row per trial with the last reported value of every metric.
+
+``select`` picks rows by axis values and status; ``aggregate_seeds`` and
+``seed_mean_curves`` average over seeds with a Student-t interval (see ``analysis.stats``).
+"""
 
 from __future__ import annotations
 
+import json
+import math
 from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence
 
+import numpy as np
 import pandas as pd
 import yaml
 
-from study.store import StoreError, StudyStore
+from analysis.stats import CONFIDENCE, t_interval
+from study.store import STATUSES, StoreError, StudyStore
+
+CONFIG = "config/"
+SEED = CONFIG + "seed"
+# x axes of a curve, most meaningful first: epochs for vision, tokens then steps for LMs
+X_COLUMNS = ("epoch", "tokens", "step", "training_iteration")
+# columns of trials.parquet that are neither config nor metrics
+TRIAL_COLUMNS = ("trial_id", "status", "error", "started_at", "ended_at", "reports", "host", "node_ip",
+                 "git_commit", "git_dirty", "versions", "driver_host")
+# what Ray adds to every report; not a metric of the trainable
+RAY_COLUMNS = ("training_iteration", "time_total_s", "time_this_iter_s", "timestamp", "done")
+
+
+def column(name: str) -> str:
+    """``lr`` → ``config/lr``; ``config/...``, ``status`` and ``trial_id`` stay as they are."""
+    if name.startswith(CONFIG) or name in ("status", "trial_id"):
+        return name
+    return CONFIG + name
+
+
+def config_columns(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(CONFIG)]
+
+
+def varied_axes(frame: pd.DataFrame, *, include_seed: bool = False) -> list[str]:
+    """Config columns that take more than one value in ``frame`` (``config/seed`` only if asked)."""
+    return [c for c in config_columns(frame)
+            if (include_seed or c != SEED) and frame[c].nunique(dropna=False) > 1]
+
+
+def values(frame: pd.DataFrame, name: str) -> list:
+    """The distinct values of a config column in order (categorical order, else sorted)."""
+    col = frame[column(name)]
+    present = col.dropna().unique()
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return [v for v in col.cat.categories if v in set(present)]
+    try:
+        return sorted(present.tolist())
+    except TypeError:
+        return list(present)
+
+
+def has_values(frame: pd.DataFrame, name: str) -> bool:
+    """Whether ``frame`` has a column ``name`` with at least one finite (non-null) value."""
+    if name not in frame:
+        return False
+    col = frame[name]
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return bool(np.isfinite(col.to_numpy(dtype=float, na_value=np.nan)).any())
+    return bool(col.notna().any())
+
+
+def _matches(col: pd.Series, wanted: Any) -> pd.Series:
+    wanted = list(wanted) if isinstance(wanted, (list, tuple, set, frozenset)) else [wanted]
+    if pd.api.types.is_float_dtype(col) and all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in wanted):
+        x = col.to_numpy(dtype=float, na_value=np.nan)
+        hit = np.zeros(len(col), dtype=bool)
+        for w in wanted:
+            hit |= np.isclose(x, float(w), rtol=1e-9, atol=0.0)
+        return pd.Series(hit, index=col.index)
+    return col.isin(wanted)
+
+
+def select(frame: pd.DataFrame, status: str | Iterable[str] | None = None, **axes: Any) -> pd.DataFrame:
+    """Rows of ``frame`` whose status and axis values match.
+
+    ``select(trials, status="finished", weight_decay=0.0, schedule=["cosine", "constant"])``:
+    each keyword is an axis name (``lr`` means ``config/lr``) given one value or a list;
+    floats compare with a relative tolerance of 1e-9. An unknown axis raises ``KeyError``
+    naming the columns there are.
+    """
+    mask = pd.Series(True, index=frame.index)
+    if status is not None:
+        if "status" not in frame:
+            raise KeyError("no status column to select on; pass a trials, finals or curves table")
+        mask &= _matches(frame["status"], [status] if isinstance(status, str) else status)
+    for name, wanted in axes.items():
+        key = column(name)
+        if key not in frame:
+            known = ", ".join(c.removeprefix(CONFIG) for c in config_columns(frame)) or "none"
+            raise KeyError(f"no axis {name!r} in this table; its config columns: {known}")
+        mask &= _matches(frame[key], wanted)
+    return frame[mask.to_numpy()]
+
+
+def type_config(trials: pd.DataFrame, spec: dict) -> pd.DataFrame:
+    """Config columns typed: numeric columns numeric, string columns ordered categoricals.
+
+    The categories follow the spec's axis order (``schedule: [cosine, constant]`` plots
+    cosine first), then any other stored values sorted. ``status`` becomes a categorical
+    over the store's statuses.
+    """
+    trials = trials.copy()
+    axes = spec.get("axes") or {}
+    for col in config_columns(trials):
+        s = trials[col]
+        if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
+            continue
+        present = [v for v in s.dropna().unique().tolist()]
+        numeric = pd.to_numeric(s, errors="coerce")
+        if present and numeric.notna().sum() == s.notna().sum() and not any(isinstance(v, bool) for v in present):
+            trials[col] = numeric
+            continue
+        if all(isinstance(v, str) for v in present):
+            order = [v for v in (axes.get(col.removeprefix(CONFIG)) or []) if isinstance(v, str)]
+            order = list(dict.fromkeys(order + sorted(v for v in present if v not in order)))
+            trials[col] = pd.Categorical(s, categories=order, ordered=True)
+    if "status" in trials:
+        extra = sorted(set(trials["status"].dropna()) - set(STATUSES))
+        trials["status"] = pd.Categorical(trials["status"], categories=[*STATUSES, *extra])
+    return trials
+
+
+def metric_names(metrics: pd.DataFrame) -> list[str]:
+    """The metrics a trainable reported (Ray's own bookkeeping columns left out)."""
+    return [c for c in metrics.columns if c != "trial_id" and c not in RAY_COLUMNS]
+
+
+def _trial_part(trials: pd.DataFrame) -> pd.DataFrame:
+    keep = [c for c in ("trial_id", "status", "error", "reports") if c in trials] + config_columns(trials)
+    if "trial_id" not in keep:
+        return pd.DataFrame({"trial_id": pd.Series(dtype=str), "status": pd.Series(dtype=str)})
+    part = trials[keep].copy()
+    part["trial_id"] = part["trial_id"].astype(str)
+    return part
+
+
+def curves(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per report: the metric rows joined with each trial's status and config columns."""
+    part = _trial_part(trials)
+    metrics = metrics.copy()
+    metrics["trial_id"] = metrics["trial_id"].astype(str)
+    clash = [c for c in part.columns if c != "trial_id" and c in metrics]
+    return metrics.drop(columns=clash).merge(part, on="trial_id", how="left")
+
+
+def finals(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial: status, config, and the last non-null value of every reported metric.
+
+    A metric reported only at some reports (``val_loss`` at eval points,
+    ``finetune_test_error`` at branch epochs) gives its last reported value. Trials with
+    no report keep their row with NaN metrics.
+    """
+    part = _trial_part(trials)
+    names = metric_names(metrics)
+    if metrics.empty or not names:
+        return part.assign(**{n: np.nan for n in names})
+    m = metrics.copy()
+    m["trial_id"] = m["trial_id"].astype(str)
+    last = m.groupby("trial_id", sort=False)[names].last()  # last non-null value per column
+    return part.merge(last.reset_index(), on="trial_id", how="left")
+
+
+def x_column(frame: pd.DataFrame, candidates: Sequence[str] = X_COLUMNS) -> str | None:
+    """The x axis for curves: ``epoch`` if reported, else ``tokens``, ``step``, ``training_iteration``."""
+    for name in candidates:
+        if has_values(frame, name):
+            return name
+    return None
+
+
+def _group_columns(frame: pd.DataFrame, by: Sequence[str] | None) -> list[str]:
+    if by is None:
+        return varied_axes(frame)
+    return [column(b) for b in by]
+
+
+def aggregate_seeds(frame: pd.DataFrame, value: str, by: Sequence[str] | None = None,
+                    confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Mean of ``value`` over seeds per group, with its Student-t interval.
+
+    Args:
+        frame: per-trial rows (``finals``) with ``config/...`` columns and ``status``.
+        value: the column to average.
+        by: axes to group by (default: every config column that varies, except the seed).
+        confidence: of the two-sided t-interval.
+
+    Returns one row per group: the group columns, ``mean``, ``std``, ``n`` (finished
+    trials with a finite value), ``ci_low``, ``ci_high``, ``half_width`` (NaN for n < 2),
+    ``n_diverged`` (trials with status diverged, left out of the mean) and ``n_trials``.
+    Without a ``status`` column every finite value counts.
+    """
+    groups = _group_columns(frame, by)
+    missing = [g for g in groups if g not in frame]
+    if missing:
+        raise KeyError(f"cannot group by {', '.join(missing)}: not columns of this table")
+    rows = []
+    status = frame["status"].astype(str) if "status" in frame else pd.Series("finished", index=frame.index)
+    data = frame.assign(_status=status.to_numpy())
+    grouped = data.groupby(groups, observed=True, sort=True, dropna=False) if groups else [((), data)]
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        used = part.loc[part["_status"] == "finished", value] if value in part else pd.Series(dtype=float)
+        interval = t_interval(used, confidence)
+        rows.append({**dict(zip(groups, key)), "mean": interval.mean, "std": interval.std, "n": interval.n,
+                     "ci_low": interval.low, "ci_high": interval.high, "half_width": interval.half_width,
+                     "n_diverged": int((part["_status"] == "diverged").sum()), "n_trials": len(part)})
+    out = pd.DataFrame(rows, columns=[*groups, "mean", "std", "n", "ci_low", "ci_high", "half_width",
+                                      "n_diverged", "n_trials"])
+    for g in groups:  # keep the categorical order of string axes
+        if isinstance(frame[g].dtype, pd.CategoricalDtype):
+            out[g] = pd.Categorical(out[g], categories=frame[g].cat.categories, ordered=frame[g].cat.ordered)
+    return out.reset_index(drop=True)
+
+
+def seed_mean_curves(curves_frame: pd.DataFrame, y: str, x: str, by: Sequence[str] | None = None,
+                     statuses: Sequence[str] = ("finished",), confidence: float = CONFIDENCE) -> pd.DataFrame:
+    """Mean of ``y`` over seeds at each ``x`` per group (trials of the given statuses only).
+
+    Returns the group columns, ``x``, ``mean``, ``n`` (seeds with a finite value there),
+    ``ci_low``/``ci_high`` (Student t; NaN with one seed), sorted by group then ``x``.
+    """
+    groups = _group_columns(curves_frame, by)
+    data = curves_frame
+    if "status" in data and statuses is not None:
+        data = data[data["status"].astype(str).isin(list(statuses))]
+    if y not in data or x not in data:
+        return pd.DataFrame(columns=[*groups, x, "mean", "n", "ci_low", "ci_high"])
+    data = data[[*groups, x, y]].copy()
+    data[y] = pd.to_numeric(data[y], errors="coerce")
+    data = data[np.isfinite(data[y].to_numpy(dtype=float, na_value=np.nan)) & data[x].notna()]
+    rows = []
+    for key, part in data.groupby([*groups, x], observed=True, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
+        interval = t_interval(part[y], confidence)
+        rows.append({**dict(zip([*groups, x], key)), "mean": interval.mean, "n": interval.n,
+                     "ci_low": interval.low, "ci_high": interval.high})
+    out = pd.DataFrame(rows, columns=[*groups, x, "mean", "n", "ci_low", "ci_high"])
+    for g in groups:
+        if isinstance(curves_frame[g].dtype, pd.CategoricalDtype):
+            out[g] = pd.Categorical(out[g], categories=curves_frame[g].cat.categories,
+                                    ordered=curves_frame[g].cat.ordered)
+    return out
 
 
 @dataclass
 class Study:
-    """A stored study.
+    """A stored study as DataFrames.
 
     Args:
         name: the study's name.
         spec: the spec it ran (``spec.yaml``) as plain data.
-        trials: one row per trial (``trials.parquet``).
+        trials: one row per trial (``trials.parquet``), config columns typed.
         metrics: one row per report, with ``trial_id`` (``metrics/``).
-        folder: the study's folder in the store (where reports go).
+        info: the launch provenance (``study.json``); empty when the store has none.
+        store: the study's folder in the store (reports are written there).
     """
 
     name: str
     spec: dict
     trials: pd.DataFrame
     metrics: pd.DataFrame
-    store: StudyStore = field(repr=False)
+    info: dict = field(default_factory=dict)
+    store: StudyStore | None = field(default=None, repr=False)
 
     @property
     def axes(self) -> list[str]:
-        return list(self.spec.get("axes", {}))
+        return list(self.spec.get("axes") or {})
+
+    @property
+    def trainable(self) -> str:
+        return str(self.spec.get("trainable", ""))
 
     @property
     def metric(self) -> str:
-        return self.spec.get("metric", "")
+        return str(self.spec.get("metric") or "")
 
     @property
     def mode(self) -> str:
-        return self.spec.get("mode", "min")
+        return "max" if self.spec.get("mode") == "max" else "min"
+
+    def has_metric(self, name: str) -> bool:
+        """Whether any report holds a finite value of ``name``."""
+        return has_values(self.metrics, name)
 
     def curves(self) -> pd.DataFrame:
-        """Metric rows joined with each trial's axis values and status."""
-        columns = ["trial_id", "status", *[f"config/{a}" for a in self.axes]]
-        keep = self.trials[[c for c in columns if c in self.trials]]
-        return self.metrics.merge(keep, on="trial_id", how="left")
+        """Metric rows joined with each trial's status and config (see ``curves``)."""
+        return curves(self.trials, self.metrics)
+
+    def finals(self) -> pd.DataFrame:
+        """One row per trial with the last value of every metric (see ``finals``)."""
+        return finals(self.trials, self.metrics)
+
+    def seeds(self) -> int:
+        """The largest number of seeds any grid point has."""
+        if self.trials.empty or SEED not in self.trials:
+            return 1 if not self.trials.empty else 0
+        groups = varied_axes(self.trials)
+        if not groups:
+            return int(self.trials[SEED].nunique())
+        return int(self.trials.groupby(groups, observed=True)[SEED].nunique().max())
 
 
 def load_study(name: str, storage: str) -> Study:
+    """Read study ``name`` from the store at ``storage`` (a folder or a URI such as s3://...).
+
+    Raises ``StoreError`` with a one-line message when the study does not exist or a file
+    of it is corrupt.
+    """
     store = StudyStore(storage, name)
     if not store.exists():
-        raise StoreError(f"no study named {name!r} in {storage}")
-    spec = yaml.safe_load(store.read_text("spec.yaml")) or {}
-    return Study(name=name, spec=spec, trials=store.read_trials(), metrics=store.read_metrics(), store=store)
+        raise StoreError(f"no study named {name!r} in {storage} (see `python -m study list --storage {storage}`)")
+    try:
+        spec = yaml.safe_load(store.read_text("spec.yaml")) or {}
+    except yaml.YAMLError as exc:
+        raise StoreError(f"{store.path('spec.yaml')}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(spec, dict):
+        raise StoreError(f"{store.path('spec.yaml')}: not a study spec (expected a mapping)")
+    try:
+        info = json.loads(store.read_text("study.json"))
+    except StoreError:
+        info = {}  # an old or hand-made store without launch provenance: the report says so
+    except ValueError as exc:
+        raise StoreError(f"{store.path('study.json')}: not valid JSON ({exc})") from None
+    trials = type_config(store.read_trials(), spec)
+    metrics = store.read_metrics()
+    return Study(name=name, spec=spec, trials=trials, metrics=metrics, info=info, store=store)
+
+
+def fmt(value: Any) -> str:
+    """A compact label for an axis value (floats in ``%g`` form: 0.001, 6e-05, 0.3)."""
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:g}"
+    return str(value)

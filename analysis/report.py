@@ -1,57 +1,324 @@
-"""``report.md`` and its figures, written into the study's folder."""
+"""``report.md`` and its figures, written into the study's folder in the store.
+
+What a report holds is decided from the study's data, not its name: a figure is drawn
+when the study has the axes and metrics it needs, and listed under "Not drawn" with the
+reason otherwise; every verdict is listed, ``not-applicable`` ones with their reason.
+Everything is computed and rendered in memory first, so a study that cannot be read
+leaves nothing written.
+"""
 
 from __future__ import annotations
 
 import io
 import json
 import posixpath
+import uuid
+from dataclasses import dataclass, field
+from typing import Callable
 
+import matplotlib
 import pandas as pd
+import pyarrow.fs as pafs
 import yaml
 
-from analysis import figures
-from analysis.load import Study, load_study
+from analysis import figures, verdicts
+from analysis.load import CONFIG, SEED, Study, column, fmt, has_values, load_study, values, varied_axes
+from analysis.verdicts import NOT_APPLICABLE, Verdict
+from study.store import StudyStore
+
+FORMATS = ("png", "svg")
 
 
-def _save(study: Study, fig, filename: str) -> str:
+@dataclass
+class FigureItem:
+    """One figure of a report: drawn (``draw`` set) or not applicable (``reason`` set)."""
+
+    key: str
+    title: str
+    draw: Callable[[], object] | None = None
+    reason: str | None = None
+
+
+def _count(frame: pd.DataFrame, name: str) -> int:
+    return int(frame[column(name)].nunique()) if column(name) in frame else 0
+
+
+def _has_zero_and_positive(frame: pd.DataFrame, name: str) -> bool:
+    col = column(name)
+    return col in frame and bool((frame[col] == 0).any()) and bool((frame[col] > 0).any())
+
+
+def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[FigureItem]:
+    """The report's figures for this study: each drawable, or with the reason it is not."""
+    items: list[FigureItem] = []
+
+    def add(key, title, needs: list[tuple[bool, str]], draw):
+        missing = [why for ok, why in needs if not ok]
+        items.append(FigureItem(key, title, None if missing else draw, "; ".join(missing) or None))
+
+    error = verdicts.test_error_metric(finals)
+    vision = (error is not None, "no test error reported (finetune_test_error or test_error): not the vision regime")
+    add("ushape", f"U-shape: final {error or 'test error'} vs learning rate, one line per weight decay",
+        [vision, (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates")],
+        lambda: figures.ushape(finals, error))
+    add("heatmap", f"LR × WD heat map of the final {error or 'test error'}",
+        [vision, (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates"),
+         (_count(finals, "weight_decay") >= 2, "needs ≥ 2 weight decays")],
+        lambda: figures.heatmap(finals, error))
+    add("train_loss", "Training loss vs epoch: stabilisation during the large-LR phase, then the LR decay",
+        [vision, (has_values(curves, "train_loss"), "no train_loss reported")],
+        lambda: figures.training_curves(curves, "train_loss"))
+    add("norms", "Weight norm and effective learning rate vs time",
+        [(has_values(curves, "weight_norm") or has_values(curves, "effective_lr"), "no weight_norm or effective_lr reported")],
+        lambda: figures.norms(curves))
+    add("hessian_trace", "Tr(Hessian) vs time (Hutchinson estimate)",
+        [(has_values(curves, "hessian_trace") or has_values(curves, "finetune_hessian_trace"),
+          "no hessian_trace or finetune_hessian_trace reported")],
+        lambda: figures.hessian_trace(curves))
+    pair = figures.ema_pair(curves)
+    add("ema", f"EMA of the weights vs plain: {pair[1]} vs {pair[0]}" if pair else "EMA of the weights vs plain",
+        [(pair is not None, "no (test_error, ema_test_error) or (val_loss, ema_val_loss) pair reported")],
+        lambda: figures.ema_vs_plain(curves, pair=pair))
+
+    lm = (has_values(curves, "val_loss"), "no val_loss reported: not the LM regime")
+    wd_arms = (_has_zero_and_positive(finals, "weight_decay"), "needs weight decay 0 (Adam) and > 0 (AdamW)")
+    for metric in ("val_loss", "train_loss"):
+        add(f"chinchilla_{metric}", f"AdamW vs Adam ({metric}): cosine and constant LR side by side, crossings circled",
+            [lm, (has_values(curves, metric), f"no {metric} reported"), wd_arms,
+             (column("schedule") in finals, "no schedule in the config")],
+            lambda metric=metric: figures.chinchilla(curves, metric))
+    add("train_val_gap", "Final train–validation gap vs weight decay",
+        [lm, (has_values(curves, "train_loss"), "no train_loss reported")],
+        lambda: figures.train_val_gap(curves, epsilon=verdicts.GAP_EPSILON))
+
+    precision_varies = _count(finals, "precision") >= 2
+    loss = next((m for m in ("train_loss", study.metric, "loss") if m and has_values(curves, m)), None)
+    add("divergence_curves", f"{loss or 'loss'} vs step per precision × weight decay, seeds as line styles, divergences marked",
+        [(precision_varies, "needs ≥ 2 precisions"), (loss is not None, "no loss reported")],
+        lambda: figures.divergence_curves(curves, loss))
+    troubled = "status" in finals and bool(finals["status"].astype(str).isin(["diverged", "failed"]).any())
+    grid_axes = [a for a in ("lr", "weight_decay") if column(a) in finals]
+    add("status_map", "Status map: diverged trials over LR × WD × precision",
+        [(precision_varies or troubled, "no trial diverged or failed and precision does not vary")],
+        lambda: figures.status_map(finals, rows=grid_axes[0] if grid_axes else "lr",
+                                   cols=grid_axes[1] if len(grid_axes) > 1 else "weight_decay"))
+
+    metric = study.metric
+    has_metric = bool(metric) and has_values(finals, metric)
+    add("isolation", f"Isolation plot: best {metric} per value of each axis, optimised over the others",
+        [(has_metric, f"no {metric or 'study metric'} reported"), (bool(varied_axes(finals)), "no axis varies")],
+        lambda: figures.isolation(finals, metric, study.mode))
+    add("top_k", f"Training curves of the top trials by final {metric}",
+        [(has_metric, f"no {metric or 'study metric'} reported")],
+        lambda: figures.top_k(curves, finals, metric, study.mode))
+    return items
+
+
+def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
+    """Every claim check on this study (applicable ones first, in a fixed order)."""
+    found = [
+        verdicts.ushape(finals),
+        verdicts.wd_helps_only_at_large_lr(finals),
+        verdicts.chinchilla_cosine(curves),
+        verdicts.chinchilla_constant(curves),
+        verdicts.train_val_gap(curves),
+        verdicts.bf16_divergence(finals),
+        verdicts.best_not_on_edge(finals, study.metric, study.mode),
+    ]
+    return sorted(found, key=lambda v: v.status == NOT_APPLICABLE)
+
+
+@dataclass
+class Report:
+    """A report built in memory: its markdown, verdicts and rendered figure files."""
+
+    study: Study
+    verdicts: list[Verdict]
+    figures: list[FigureItem]
+    files: dict[str, bytes] = field(default_factory=dict)  # path under the study folder → bytes
+    markdown: str = ""
+
+    @property
+    def failed(self) -> list[Verdict]:
+        return [v for v in self.verdicts if v.failed]
+
+    def summary(self) -> str:
+        counts = pd.Series([v.status for v in self.verdicts]).value_counts()
+        return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "not-applicable"))
+
+
+def render(fig, fmt_name: str) -> bytes:
+    """A figure as PNG or SVG bytes (SVG without a date, so reruns give the same file)."""
     buffer = io.BytesIO()
-    fig.savefig(buffer, format=filename.rsplit(".", 1)[1], dpi=120)
-    figures.plt.close(fig)
-    study.store._write_bytes(study.store.path("figures", filename), buffer.getvalue())
-    return f"figures/{filename}"
+    metadata = {"Date": None} if fmt_name == "svg" else {"Software": None}
+    with matplotlib.rc_context({"svg.hashsalt": "wd-study"}):  # stable element ids
+        fig.savefig(buffer, format=fmt_name, dpi=120, metadata=metadata)
+    return buffer.getvalue()
 
 
-def summary_table(study: Study) -> pd.DataFrame:
-    """Trial id, axis values, status and the study's metric, best first."""
-    columns = ["trial_id", *[f"config/{a}" for a in study.axes], "status"]
-    if study.metric in study.trials:
-        columns.append(study.metric)
-    table = study.trials[[c for c in columns if c in study.trials]].copy()
-    table.columns = [c.removeprefix("config/") for c in table.columns]
-    if study.metric in table:
-        table = table.sort_values(study.metric, ascending=study.mode == "min", na_position="last")
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def verdict_table(items: list[Verdict]) -> str:
+    lines = ["| claim | verdict | evidence | thresholds |", "|---|---|---|---|"]
+    for v in items:
+        mark = {"pass": "**pass**", "fail": "**FAIL**"}.get(v.status, v.status)
+        thresholds = ", ".join(f"{k}={fmt(val)}" for k, val in v.thresholds.items())
+        lines.append(f"| {_cell(v.claim)} | {mark} | {_cell(v.reason)} | {_cell(thresholds)} |")
+    return "\n".join(lines)
+
+
+def _table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_none_"
+    return frame.to_markdown(index=False, floatfmt=".4g")
+
+
+def best_trials(study: Study, finals: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The best ``n`` finished trials by the study's metric: id, axis values, status, metric."""
+    metric = study.metric
+    axes = [c for c in varied_axes(finals, include_seed=True)]
+    ranked = figures.rank_trials(finals, metric, study.mode) if metric else finals.iloc[0:0]
+    cols = ["trial_id", *axes, "status", *([metric] if metric in ranked else [])]
+    table = ranked[cols].head(n).copy()
+    table.columns = [c.removeprefix(CONFIG) for c in table.columns]
     return table.reset_index(drop=True)
 
 
-def write_report(storage: str, name: str) -> str:
-    """Write figures and ``report.md`` for study ``name``; return the report's path."""
-    study = load_study(name, storage)
-    lines = [f"# Study `{name}`", ""]
+def unfinished_trials(finals: pd.DataFrame) -> pd.DataFrame:
+    """Trials that diverged, failed, were stopped or are running, with where and why."""
+    if "status" not in finals:
+        return finals.iloc[0:0]
+    rows = finals[finals["status"].astype(str) != "finished"]
+    cols = ["trial_id", *varied_axes(finals, include_seed=True), "status",
+            *[c for c in ("diverged_step", "last_finite_loss", "error") if c in rows and rows[c].notna().any()]]
+    table = rows[cols].copy()
+    if "error" in table:
+        table["error"] = [_last_line(e) for e in table["error"]]
+    table.columns = [c.removeprefix(CONFIG) for c in table.columns]
+    return table.reset_index(drop=True)
+
+
+def _last_line(error) -> str:
+    """The last non-empty line of an error text (the exception), at most 160 characters."""
+    if not isinstance(error, str):
+        return ""
+    lines = [line for line in error.strip().splitlines() if line.strip()]
+    return lines[-1][:160] if lines else ""
+
+
+def provenance_section(study: Study) -> list[str]:
+    lines = ["## Provenance", ""]
+    if study.info:
+        lines += ["Launch (`study.json`):", "", "```json", json.dumps(study.info, indent=2, default=str), "```", ""]
+    else:
+        lines += ["`study.json` is missing: this store has no launch provenance.", ""]
+    trials = study.trials
+    facts = []
+    for col, what in (("git_commit", "git commits"), ("host", "hosts"), ("node_ip", "node IPs")):
+        if col in trials and trials[col].notna().any():
+            counts = trials[col].astype(str).value_counts()
+            facts.append(f"- {what}: " + ", ".join(f"`{k}` ({n} trials)" for k, n in counts.items()))
+    if "git_dirty" in trials and trials["git_dirty"].fillna(False).astype(bool).any():
+        facts.append(f"- **{int(trials['git_dirty'].fillna(False).astype(bool).sum())} trials ran from a checkout with "
+                     "uncommitted changes** (git_dirty): the commit alone does not reproduce them")
+    if "versions" in trials and trials["versions"].notna().any():
+        distinct = trials["versions"].dropna().unique()
+        facts.append(f"- package versions: {len(distinct)} distinct set(s); " + "; ".join(
+            ", ".join(f"{k} {v}" for k, v in json.loads(s).items()) for s in distinct[:3]))
+    if facts:
+        lines += ["Trials:", "", *facts, ""]
+    return lines
+
+
+def build_report(study: Study) -> Report:
+    """Compute verdicts, draw and render every applicable figure, and compose report.md, in memory."""
+    finals, curves = study.finals(), study.curves()
+    found = study_verdicts(study, finals, curves)
+    plan = figure_plan(study, finals, curves)
+    report = Report(study, found, plan)
+    for item in plan:
+        if item.draw is None:
+            continue
+        fig = item.draw()
+        for kind in FORMATS:
+            report.files[f"figures/{item.key}.{kind}"] = render(fig, kind)
+
+    trials = study.trials
+    lines = [f"# Study `{study.name}`", ""]
     if study.spec.get("description"):
-        lines += [study.spec["description"].strip(), ""]
-    counts = study.trials["status"].value_counts().sort_index() if "status" in study.trials else pd.Series()
-    lines += [f"{len(study.trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items()), ""]
-
-    plotted = [m for m in (study.metric, "train_loss", "val_loss", "test_error", "weight_norm")
-               if m and m in study.metrics and study.metrics[m].notna().any()]
-    for metric in dict.fromkeys(plotted):
-        path = _save(study, figures.curves(study, metric), f"curves_{metric}.png")
-        lines += [f"![{metric}]({path})", ""]
-
-    lines += ["## Trials", "", summary_table(study).to_markdown(index=False), ""]
+        lines += [str(study.spec["description"]).strip(), ""]
+    counts = trials["status"].astype(str).value_counts().sort_index() if "status" in trials else pd.Series(dtype=int)
+    status_text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none started"
+    axes_text = ", ".join(f"{a} ({_count(trials, a)})" for a in study.axes) or "none"
+    lines += [f"- trainable `{study.trainable}`, metric `{study.metric}` ({study.mode})",
+              f"- {len(trials)} trials: {status_text}",
+              f"- axes (values): {axes_text}; seeds per grid point: {study.seeds()}",
+              f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
+              f"- verdicts: {report.summary()}", ""]
+    lines += ["## Verdicts", "",
+              "Each claim of the paper checked on this study's data (thresholds are the check's "
+              "parameters; where grid points have several seeds, differences must also clear their "
+              "Student-t interval). `not-applicable` means the study lacks the data the claim needs.", "",
+              verdict_table(found), ""]
+    lines += ["## Figures", ""]
+    for item in plan:
+        if item.draw is None:
+            continue
+        lines += [f"### {item.title}", "", f"![{item.key}](figures/{item.key}.png)", "",
+                  f"[SVG](figures/{item.key}.svg)", ""]
+    skipped = [item for item in plan if item.draw is None]
+    if skipped:
+        lines += ["### Not drawn", "", *[f"- `{i.key}` ({i.title}): {i.reason}" for i in skipped], ""]
+    lines += ["## Best trials", "", _table(best_trials(study, finals)), ""]
+    lines += ["## Trials that did not finish", "", _table(unfinished_trials(finals)), ""]
     lines += ["## Spec", "", "```yaml", yaml.safe_dump(study.spec, sort_keys=False).strip(), "```", ""]
-    info = json.loads(study.store.read_text("study.json"))
-    lines += ["## Provenance", "", "```json", json.dumps(info, indent=2), "```", ""]
-    study.store.write_text("report.md", "\n".join(lines))
-    return posixpath.join(study.store.root, "report.md")
+    lines += provenance_section(study)
+    lines += ["## Files", "", "Written with this report (under the study folder):", "",
+              *[f"- `{path}`" for path in sorted(report.files)], ""]
+    report.markdown = "\n".join(lines)
+    return report
 
+
+def _reported(study: Study) -> list[str]:
+    from analysis.load import metric_names
+
+    return [m for m in metric_names(study.metrics) if has_values(study.metrics, m)]
+
+
+def write_files(store: StudyStore, files: dict[str, bytes]) -> None:
+    """Write files under the study folder through the store's filesystem (local or remote).
+
+    Locally each file is written under a temporary name and renamed into place; object
+    stores publish an object only when its upload completes.
+    """
+    fs = store.fs
+    for relative, data in files.items():
+        path = store.path(*relative.split("/"))
+        fs.create_dir(posixpath.dirname(path), recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
+            with fs.open_output_stream(tmp) as f:
+                f.write(data)
+            fs.move(tmp, path)
+        else:
+            with fs.open_output_stream(path) as f:
+                f.write(data)
+
+
+def report_location(store: StudyStore, filename: str = "report.md") -> str:
+    """Where a file of the study folder is: a local path, or a URI for a remote store."""
+    return posixpath.join(store.uri, filename)
+
+
+def write_report(storage: str, name: str) -> str:
+    """Write figures and ``report.md`` for study ``name``; return where report.md is."""
+    return write_study_report(load_study(name, storage))[1]
+
+
+def write_study_report(study: Study) -> tuple[Report, str]:
+    """Build the report of a loaded study, write it into its folder; return it and report.md's location."""
+    report = build_report(study)
+    write_files(study.store, {**report.files, "report.md": report.markdown.encode()})
+    return report, report_location(study.store)

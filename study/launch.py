@@ -1,29 +1,43 @@
-"""Run a study: a ``ray.tune.Tuner`` built from the spec, results into the Parquet store."""
+"""Run a study: a ``ray.tune.Tuner`` built from the spec, results into the Parquet store.
+
+``launch`` starts a study (or, with ``resume=True``, continues one of the same name and
+spec); ``resume`` continues a stored study from Ray Tune's experiment state
+(``Tuner.restore``): finished trials are not run again, interrupted ones continue from
+their last checkpoint, and the store keeps every report exactly once (see
+``study.store.StoreWriter``). One driver at a time runs a study (``study.lock``).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import shlex
+import signal
 import sys
+import threading
 from dataclasses import dataclass
 
 import pandas as pd
+import pyarrow.fs as pafs
 import yaml
 
-from study.spec import StudySpec
-from study.store import StoreError, StoreWriter, StudyStore
+from study.lock import STALE_AFTER_S, DriverLock, StudyBusy, read_lock
 from study.provenance import provenance
+from study.spec import StudySpec, parse_spec
+from study.store import ENDED, TUNE_DIR, StoreError, StoreWriter, StudyStore, config_key, display_storage
 
 DEFAULT_STORAGE = "studies"
 
 
 class LaunchError(RuntimeError):
-    """A study that cannot start (e.g. its name is taken); one line, nothing written."""
+    """A study that cannot start (its name is taken, it is running); one line, nothing written."""
 
 
 @dataclass
 class StudyResult:
-    """What a finished launch returns: where the study lives and its trials table."""
+    """What a launch or resume returns: where the study lives and its trials table."""
 
     spec: StudySpec
     store: StudyStore
@@ -35,6 +49,28 @@ class StudyResult:
     def metrics(self) -> pd.DataFrame:
         return self.store.read_metrics()
 
+    @property
+    def complete(self) -> bool:
+        """Every trial of the spec has ended (False after an interruption: resume it)."""
+        trials = self.trials()
+        if trials.empty:
+            return False
+        return len(trials) >= self.spec.num_trials and trials["status"].isin(ENDED).all()
+
+
+class EndedTrials:
+    """``skip(trial_id, config)`` for a resumed study: true for trials the store has as ended.
+
+    Ray Tune's experiment state is saved every ~10 s and may predate trials that ended
+    since; they match by id, or by config for a grid point Tune re-created under a new id.
+    """
+
+    def __init__(self, ids=(), keys=()):
+        self.ids, self.keys = frozenset(ids), frozenset(keys)
+
+    def __call__(self, trial_id: str, config: dict) -> bool:
+        return trial_id in self.ids or (bool(self.keys) and config_key(config) in self.keys)
+
 
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to a cluster (``address`` or ``RAY_ADDRESS``) or start Ray on this machine."""
@@ -43,10 +79,31 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS")
+    # Our progress line replaces Tune's console output (its newer output engine
+    # ignores verbose=0 for the experiment banner).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address:
-        ray.init(address=address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+    else:  # "local": a private instance, never another user's cluster on this machine
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                 log_to_driver=False, logging_level=logging.WARNING)
+
+
+@contextlib.contextmanager
+def sigterm_as_sigint(enabled: bool = True):
+    """While inside, SIGTERM (what `ray job stop` and schedulers send) acts as SIGINT.
+
+    Ray Tune stops gracefully on SIGINT: it saves its experiment state, and the store
+    callback flushes. Installed after ``ray.init``, which sets a SIGTERM handler of its own.
+    """
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def param_space(spec: StudySpec) -> dict:
@@ -55,52 +112,246 @@ def param_space(spec: StudySpec) -> dict:
     return {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
 
 
-def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | None = None,
-           overwrite: bool = False, progress: bool = True, stream=None) -> StudyResult:
-    """Run every trial of ``spec`` and store the results under ``storage/<spec.name>``.
+def trial_resources(spec: StudySpec) -> dict[str, float]:
+    """What one trial holds: CPUs and (possibly fractional) GPUs, as ``tune.with_resources`` takes them."""
+    return {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
 
-    Refuses a study name that already exists in the store unless ``overwrite``.
-    """
+
+def checkpoint_note(spec: StudySpec) -> str | None:
+    """A warning when retries are asked for but the trainable never checkpoints."""
+    from trainables.registry import get_trainable
+
+    if not spec.max_failures:
+        return None
+    config_class = get_trainable(spec.trainable).config_class()
+    default = getattr(config_class, "checkpoint_every", None)
+    values = spec.axes.get("checkpoint_every", (spec.config.get("checkpoint_every", default),))
+    if default is not None and all(v == 0 for v in values):
+        return (f"note: max_failures={spec.max_failures} but checkpoint_every=0: a retried trial restarts "
+                f"from its first step (set checkpoint_every, e.g. --set checkpoint_every=1)")
+    return None
+
+
+def _refuse_if_running(store: StudyStore) -> None:
+    info = read_lock(store)
+    if info is not None and info.is_live():
+        raise LaunchError(_busy_message(store, info))
+
+
+def _busy_message(store: StudyStore, info) -> str:
+    return (f"study {store.name!r} is running: {info.describe()}; wait for it to end or stop that driver "
+            f"(a killed driver's lock frees the study at once on its own host, elsewhere "
+            f"{STALE_AFTER_S:.0f}s after its last heartbeat)")
+
+
+def _status_summary(store: StudyStore) -> str:
+    try:
+        trials = store.read_trials()
+    except StoreError:
+        return "its trials table is unreadable"
+    if trials.empty:
+        return "no trial started"
+    counts = trials["status"].value_counts().sort_index()
+    return f"{len(trials)} trials: " + ", ".join(f"{n} {s}" for s, n in counts.items())
+
+
+def _spec_differences(given: StudySpec, stored: StudySpec) -> list[str]:
+    a, b = given.to_dict(), stored.to_dict()
+    a.pop("description", None), b.pop("description", None)
+    return [key for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
+
+
+def stored_spec(store: StudyStore) -> StudySpec:
+    """The spec a stored study ran, validated against the trainables of this checkout."""
+    from study.spec import parse_yaml
+
+    source = f"{store.root}/spec.yaml"
+    data = parse_yaml(store.read_text("spec.yaml"), source)
+    return parse_spec(data or {}, source)
+
+
+def _trainable(spec: StudySpec, skip=None):
     from ray import tune
 
-    from study.callbacks import ProgressCallback, StoreCallback
     from trainables.ray_entry import ray_trainable
 
-    store = StudyStore(storage, spec.name)
-    if store.exists() and not overwrite:
-        raise LaunchError(f"study {spec.name!r} already exists in {storage}; choose another --name, "
-                          f"or pass --overwrite to replace it")
-    if store.exists():
-        store.fs.delete_dir(store.root)
-    ensure_ray(address)
+    return tune.with_resources(ray_trainable(spec.trainable, skip), trial_resources(spec))
 
-    store.write_text("spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
-    info = provenance()
-    store.write_text("study.json", json.dumps({"name": spec.name, "source": spec.source,
-                                               "launched_at": pd.Timestamp.now(tz="UTC").isoformat(),
-                                               **info}, indent=2))
-    writer = StoreWriter(store, info)
-    callbacks = [StoreCallback(writer)]
-    if progress:
-        callbacks.append(ProgressCallback(spec.num_trials, spec.metric, spec.mode, stream=stream or sys.stdout))
 
-    trainable = tune.with_resources(ray_trainable(spec.trainable),
-                                    {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
-    tuner = tune.Tuner(
+def _storage_args(store: StudyStore) -> dict:
+    """``storage_path``/``storage_filesystem`` for Ray Tune: the study folder, on the store's filesystem."""
+    local = isinstance(store.fs, pafs.LocalFileSystem)
+    return {"storage_path": store.root, "storage_filesystem": None if local else store.fs}
+
+
+def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks):
+    from ray import tune
+
+    return tune.Tuner(
         trainable,
         param_space=param_space(spec),
         tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name="tune",
-            storage_path=store.uri,
+            name=TUNE_DIR,
+            **_storage_args(store),
             stop=dict(spec.stop) or None,
             callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.keep_checkpoints),
             verbose=0,
         ),
     )
-    result_grid = tuner.fit()
-    writer.close()
+
+
+def _callbacks(spec: StudySpec, writer: StoreWriter, skip, progress: bool, stream, counts=None, best=None):
+    from study.callbacks import ProgressCallback, StoreCallback
+
+    callbacks = [StoreCallback(writer, skip=skip)]
+    if progress:
+        callbacks.append(ProgressCallback(spec.num_trials, spec.metric, spec.mode, stream=stream or sys.stdout,
+                                          counts=counts, best=best, skip=skip))
+    return callbacks
+
+
+def _study_info(spec: StudySpec, info: dict) -> dict:
+    return {"name": spec.name, "source": spec.source, "launched_at": pd.Timestamp.now(tz="UTC").isoformat(), **info}
+
+
+def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | None = None,
+           overwrite: bool = False, resume: bool = False, progress: bool = True, stream=None,
+           graceful_sigterm: bool = False) -> StudyResult:
+    """Run every trial of ``spec`` and store the results under ``storage/<spec.name>``.
+
+    A study name that exists is refused unless ``overwrite`` (replace it: its files are
+    checked first, a foreign or corrupt Parquet file stops the overwrite) or ``resume``
+    (continue it with ``resume()``; the spec must be the stored one). A study that a live
+    driver is running is always refused. ``graceful_sigterm`` makes SIGTERM stop the
+    study as SIGINT does (the CLI sets it).
+    """
+    if overwrite and resume:
+        raise LaunchError("--overwrite and --resume exclude each other: replace the study, or continue it")
+    store = StudyStore(storage, spec.name)
+    _refuse_if_running(store)
+    if store.exists():
+        if resume:
+            differences = _spec_differences(spec, stored_spec(store))
+            if differences:
+                raise LaunchError(f"study {spec.name!r} exists with a different spec ({', '.join(differences)} "
+                                  f"differ); resume it as stored with `python -m study resume {spec.name}`, "
+                                  f"or launch under another --name")
+            return _resume(spec, store, address=address, retry_failed=False, progress=progress, stream=stream,
+                           graceful_sigterm=graceful_sigterm)
+        if not overwrite:
+            raise LaunchError(f"study {spec.name!r} already exists in {display_storage(storage)} "
+                              f"({_status_summary(store)}); pass --resume to finish it, --overwrite to "
+                              f"replace it, or choose another --name")
+    if overwrite or not store.exists():
+        leftovers = [f for f in store.files(skip_tune=False) if not f.endswith("/driver.lock")]
+        if leftovers and not overwrite:
+            raise LaunchError(f"{store.root} exists and holds files that are not a stored study "
+                              f"(e.g. {leftovers[0]}); choose another --name or move them away")
+        if leftovers:
+            store.check_files()  # refuse to delete a Parquet file that is not ours (or is corrupt)
+            store.delete()
+
+    ensure_ray(address)
+    try:
+        with DriverLock(store, command="launch"), sigterm_as_sigint(graceful_sigterm):
+            info = provenance()
+            store.write_text("spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
+            store.write_text("study.json", json.dumps(_study_info(spec, info), indent=2))
+            writer = StoreWriter(store, info)
+            tuner = _new_tuner(spec, store, _trainable(spec), _callbacks(spec, writer, None, progress, stream))
+            result_grid = tuner.fit()
+            writer.close()
+    except StudyBusy as exc:
+        raise LaunchError(_busy_message(store, exc.info)) from None
     return StudyResult(spec=spec, store=store, result_grid=result_grid)
 
-__all__ = ["launch", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE"]
+
+def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = None, retry_failed: bool = False,
+           progress: bool = True, stream=None, graceful_sigterm: bool = False) -> StudyResult:
+    """Finish a stored study: what ended stays as it is, the rest runs (from checkpoints).
+
+    Ray Tune's experiment state (``tune/``) is restored with ``Tuner.restore``; trials the
+    store has as ended are not run again even when Tune's state predates their end;
+    trials left ``running`` by a dead driver continue from their last checkpoint.
+    ``retry_failed`` also runs the ``failed`` trials again, from their last checkpoint.
+    Every store file is read (and so checked) before anything is written.
+    """
+    store = StudyStore(storage, name)
+    if not store.exists():
+        raise LaunchError(f"no study named {name!r} in {display_storage(storage)} (`python -m study list "
+                          f"--storage {shlex.quote(storage)}` shows the stored ones)")
+    _refuse_if_running(store)
+    return _resume(stored_spec(store), store, address=address, retry_failed=retry_failed, progress=progress,
+                   stream=stream, graceful_sigterm=graceful_sigterm)
+
+
+def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, progress: bool,
+            stream, graceful_sigterm: bool) -> StudyResult:
+    from ray import tune
+
+    info = provenance()
+    writer = StoreWriter(store, info)
+    writer.load_existing()  # reads every trials/metrics file: a bad one stops us before any write
+    store.check_files()
+    ended_ids, ended_keys = writer.ended(include_failed=not retry_failed)
+    skip = EndedTrials(ended_ids, ended_keys)
+    counts, best = _progress_so_far(store, writer, spec, retry_failed)
+
+    ensure_ray(address)
+    try:
+        with DriverLock(store, command="resume"), sigterm_as_sigint(graceful_sigterm):
+            study = json.loads(store.read_text("study.json")) if store._is_file(store.path("study.json")) else {}
+            study.setdefault("resumed", []).append({"at": pd.Timestamp.now(tz="UTC").isoformat(),
+                                                    "retry_failed": retry_failed, **info})
+            store.write_text("study.json", json.dumps(study, indent=2))
+            callbacks = _callbacks(spec, writer, skip, progress, stream, counts=counts, best=best)
+            trainable = _trainable(spec, skip)
+            storage_fs = _storage_args(store)["storage_filesystem"]
+            if tune.Tuner.can_restore(store.tune_path, storage_filesystem=storage_fs):
+                tuner = tune.Tuner.restore(store.tune_path, trainable=trainable, resume_unfinished=True,
+                                           resume_errored=retry_failed, param_space=param_space(spec),
+                                           storage_filesystem=storage_fs)
+                _replace_callbacks(tuner, callbacks)
+            else:  # the driver died before Tune saved any state: every grid point is matched by config
+                tuner = _new_tuner(spec, store, trainable, callbacks)
+            result_grid = tuner.fit()
+            writer.close()
+    except StudyBusy as exc:
+        raise LaunchError(_busy_message(store, exc.info)) from None
+    return StudyResult(spec=spec, store=store, result_grid=result_grid)
+
+
+def _progress_so_far(store: StudyStore, writer: StoreWriter, spec: StudySpec, retry_failed: bool):
+    """Counts of ended trials and the best metric value already stored, for the progress line."""
+    statuses = [row.get("status") for row in writer.trials.values()]
+    counts = {s: statuses.count(s) for s in ENDED if not (retry_failed and s == "failed")}
+    best = None
+    if writer.trials:
+        frame = store.read_metrics_columns([spec.metric])
+        if spec.metric in frame:
+            values = frame.dropna(subset=[spec.metric])
+            values = values[values[spec.metric].map(lambda v: v == v and abs(v) != float("inf"))]
+            if not values.empty:
+                row = values.loc[values[spec.metric].idxmin() if spec.mode == "min" else values[spec.metric].idxmax()]
+                best = (float(row[spec.metric]), str(row["trial_id"]))
+    return counts, best
+
+
+def _replace_callbacks(tuner, callbacks) -> None:
+    """Give a restored Tuner this driver's callbacks (Tune would use the pickled ones of the first run).
+
+    Ray Tune has no public setter (ray-project/ray#41364); the restored run config is
+    reached through the local tuner, which exists unless Ray Client runs the Tuner remotely.
+    """
+    local = getattr(tuner, "_local_tuner", None)
+    if local is None:
+        raise LaunchError("resume through Ray Client (ray://...) is not supported; run the driver on the "
+                          "cluster, e.g. `ray job submit -- python -m study resume NAME`")
+    local.get_run_config().callbacks = callbacks
+
+
+__all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",
+           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note"]

@@ -13,7 +13,8 @@
     mode: min
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (0.25)
     max_concurrent: null          # trials running at once (null: as resources allow)
-    max_failures: 0               # retries of a trial whose worker died
+    max_failures: 0               # retries of a trial that died or raised (from its last checkpoint)
+    keep_checkpoints: 2           # Ray Tune checkpoints kept per trial (null: all)
     stop: {}                      # optional Ray Tune stop criteria, e.g. {time_total_s: 600}
 
 Every problem is a ``SpecError`` whose one-line message names the file and the key.
@@ -64,7 +65,8 @@ class StudySpec:
         metric, mode: what "best" means.
         resources: per-trial resources.
         max_concurrent: trials at once, or None.
-        max_failures: retries after a worker dies.
+        max_failures: retries of a trial whose worker died or that raised, from its last checkpoint.
+        keep_checkpoints: checkpoints Ray Tune keeps per trial (the newest), or None for all.
         stop: Ray Tune stop criteria.
         description: free text.
         source: where the spec came from (preset name or file path).
@@ -80,6 +82,7 @@ class StudySpec:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     max_failures: int = 0
+    keep_checkpoints: int | None = 2
     stop: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     source: str = ""
@@ -203,7 +206,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 # ---------------------------------------------------------------- validation
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
-             "resources", "max_concurrent", "max_failures", "stop")
+             "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -283,6 +286,9 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     max_failures = data.get("max_failures", 0)
     if not _is_int(max_failures) or max_failures < 0:
         raise fail("max_failures", f"expected an integer >= 0, got {max_failures!r}")
+    keep_checkpoints = data.get("keep_checkpoints", 2)
+    if keep_checkpoints is not None and (not _is_int(keep_checkpoints) or keep_checkpoints < 1):
+        raise fail("keep_checkpoints", f"expected a positive integer or null (keep all), got {keep_checkpoints!r}")
 
     stop = _mapping(data.get("stop", {}), "stop", fail)
     for key, value in stop.items():
@@ -298,7 +304,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     return StudySpec(
         name=name, trainable=info.name, config=config, axes=axes, search=search, metric=metric,
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
-        max_failures=max_failures, stop=dict(stop), description=description, source=source,
+        max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
     )
 
 

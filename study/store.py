@@ -1,6 +1,7 @@
 """The Parquet store: where every study's trials and reported metrics live.
 
-Layout under a storage root (a local folder or a URI pyarrow understands, e.g. s3://)::
+Layout under a storage root (a local folder, or a URI that pyarrow or fsspec understands:
+``s3://bucket/prefix``, ``gs://...``, ``file://...``; see ``resolve_storage``)::
 
     STORE/<study>/spec.yaml               the validated spec the study ran
     STORE/<study>/study.json              provenance of the launch (git, versions, times)
@@ -8,6 +9,7 @@ Layout under a storage root (a local folder or a URI pyarrow understands, e.g. s
     STORE/<study>/metrics/trial_id=<id>/part-<n>.parquet
                                           one row per report, Hive-partitioned by trial
     STORE/<study>/tune/                   Ray Tune's own experiment folder (for resume)
+    STORE/<study>/driver.lock             while a driver runs the study: its host, pid, heartbeat
 
 Every file is written whole under a temporary name and renamed into place, so a
 reader never sees half a file. Parquet files carry a ``wd_study`` metadata entry;
@@ -17,14 +19,27 @@ a Parquet file without it (or one that does not parse) is refused with a
 ``trials.parquet`` columns: ``trial_id``, ``status`` (running, finished, diverged,
 failed, stopped), ``error``, ``started_at``, ``ended_at``, ``reports``, ``config/<key>``
 for every config value, the last value of every reported metric under its own name,
-and provenance: ``host``, ``node_ip``, ``git_commit``, ``git_dirty``, ``versions`` (JSON).
+and provenance: ``host``, ``node_ip``, ``node_id`` (Ray's node), ``pid``, ``gpu_ids``,
+``cpus``/``gpus`` (what the trial held), ``restarts`` (times the trial was started again
+after its worker or the driver died, or by ``resume --retry-failed``),
+``restored_from_iteration`` (the checkpoint its last restart resumed from; empty when it
+started from scratch), ``git_commit``, ``git_dirty``, ``versions`` (JSON), ``driver_host``.
 Metric rows hold what the trainable reported plus Ray's ``training_iteration`` and
 ``time_total_s``; the trial id comes from the partition folder.
+
+What survives a crash (``StoreWriter``): every report is stored exactly once per
+``training_iteration``. Rows are flushed to a new part file before Ray Tune records a
+trial's checkpoint, so a trial resumed from that checkpoint (worker or driver died)
+re-reports only iterations after it, and the writer drops those already stored. Rows
+buffered after a trial's last checkpoint when the driver dies are re-created by the
+resumed trial. A study's trial is identified by its config (a grid point), so a trial
+that Ray Tune re-creates under a new id after a driver crash continues the stored one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import posixpath
 import time
 import uuid
@@ -39,7 +54,9 @@ import pyarrow.parquet as pq
 META_KEY = b"wd_study"
 STORE_VERSION = 1
 STATUSES = ("running", "finished", "diverged", "failed", "stopped")
+ENDED = ("finished", "diverged", "failed", "stopped")
 CONFIG_PREFIX = "config/"
+TUNE_DIR = "tune"
 
 
 class StoreError(RuntimeError):
@@ -47,12 +64,35 @@ class StoreError(RuntimeError):
 
 
 def resolve_storage(storage: str) -> tuple[pafs.FileSystem, str]:
-    """A filesystem and a path in it for a local folder or a URI (s3://bucket/prefix, file://...)."""
-    if "://" in storage:
-        return pafs.FileSystem.from_uri(storage)
-    import os
+    """A filesystem and a path in it for a local folder or a URI.
 
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(storage))
+    URIs go to ``pyarrow.fs.FileSystem.from_uri`` first (``s3://``, ``gs://``, ``hdfs://``,
+    ``file://``), whose S3 URIs take query parameters such as
+    ``s3://bucket/prefix?endpoint_override=host:9000&scheme=http&region=eu-west-1`` for an
+    S3-compatible server (credentials come from the usual AWS environment variables,
+    config files or instance role, never from the URI). Other schemes go to fsspec
+    (``abfs://``, ``memory://``, ... with the matching fsspec package installed).
+    """
+    if "://" not in storage:
+        return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(storage))
+    try:
+        return pafs.FileSystem.from_uri(storage)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        arrow_error = str(exc).splitlines()[0]
+        if "Unrecognized filesystem type" not in arrow_error and "not supported" not in arrow_error:
+            raise StoreError(f"--storage {storage}: {arrow_error}") from None
+    try:
+        import fsspec.core
+
+        fs, path = fsspec.core.url_to_fs(storage)
+    except (ImportError, ValueError) as exc:
+        raise StoreError(f"--storage {storage}: neither pyarrow nor fsspec can open this URI ({exc})") from None
+    return pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/")
+
+
+def display_storage(storage: str) -> str:
+    """The storage root as shown to people and kept in study.json: without its query string."""
+    return storage.split("?", 1)[0]
 
 
 def list_studies(storage: str) -> list[str]:
@@ -84,13 +124,53 @@ class StudyStore:
 
     @property
     def uri(self) -> str:
-        """The study folder as Ray Tune's ``storage_path`` wants it (a URI for remote stores)."""
+        """The study folder as a URI (a plain path for a local store), without query parameters."""
         if "://" in self.storage:
-            return self.storage.rstrip("/") + "/" + self.name
+            base, _, query = self.storage.partition("?")
+            return base.rstrip("/") + "/" + self.name + (f"?{query}" if query else "")
         return self.root
+
+    @property
+    def tune_path(self) -> str:
+        """Ray Tune's experiment folder, as a path in ``self.fs``."""
+        return self.path(TUNE_DIR)
 
     def exists(self) -> bool:
         return self._is_file(self.path("spec.yaml"))
+
+    def folder_exists(self) -> bool:
+        return self.fs.get_file_info(self.root).type == pafs.FileType.Directory
+
+    def files(self, *, skip_tune: bool = True) -> list[str]:
+        """Every file under the study folder (paths in ``self.fs``), Ray Tune's folder left out."""
+        if not self.folder_exists():
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(self.root, recursive=True))
+        tune = self.tune_path + "/"
+        return sorted(i.path for i in infos if i.type == pafs.FileType.File
+                      and not (skip_tune and (i.path + "/").startswith(tune)))
+
+    def check_files(self) -> None:
+        """Raise ``StoreError`` naming the first Parquet file that is corrupt or not ours.
+
+        Reads only footers. Ray Tune's folder is left out (its files are Tune's).
+        """
+        metrics = self.path("metrics") + "/"
+        for path in self.files():
+            if not path.endswith(".parquet") or posixpath.basename(path).startswith("."):
+                continue
+            if path == self.path("trials.parquet"):
+                self._open_parquet(path, "trials")
+            elif path.startswith(metrics):
+                self._open_parquet(path, "metrics")
+            else:
+                raise StoreError(f"{path}: a Parquet file that is not part of the wd-study store; "
+                                 f"move it out of the study folder")
+
+    def delete(self) -> None:
+        """Remove the study folder and everything in it (``--overwrite``)."""
+        if self.folder_exists():
+            self.fs.delete_dir(self.root)
 
     def _is_file(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.File
@@ -197,22 +277,80 @@ class StudyStore:
 
     def stored_iterations(self) -> dict[str, int]:
         """Per trial, the highest ``training_iteration`` already in the metrics files."""
+        return {trial_id: last for trial_id, (_, last) in self.stored_reports().items()}
+
+    def stored_reports(self) -> dict[str, tuple[int, int]]:
+        """Per trial, (rows stored, highest ``training_iteration``) from the metrics files.
+
+        Every file is checked (a corrupt or foreign one raises ``StoreError``); only the two
+        columns are read.
+        """
         files = self.metric_files()
         if not files:
             return {}
-        frame = self.read_metrics()[["trial_id", "training_iteration"]]
-        return {str(k): int(v) for k, v in frame.groupby("trial_id")["training_iteration"].max().items()}
+        frame = self.read_metrics_columns(["training_iteration"])
+        grouped = frame.groupby("trial_id")["training_iteration"]
+        return {str(k): (int(n), int(m)) for (k, n), m in zip(grouped.size().items(), grouped.max())}
+
+    def read_metrics_columns(self, columns: list[str]) -> pd.DataFrame:
+        """Some columns of every metric row, with ``trial_id`` (files are checked as in ``read_metrics``)."""
+        files = self.metric_files()
+        if not files:
+            return pd.DataFrame(columns=["trial_id", *columns])
+        for path in files:
+            self._open_parquet(path, "metrics")
+        partitioning = ds.partitioning(pa.schema([("trial_id", pa.string())]), flavor="hive")
+        dataset = ds.dataset(files, format="parquet", filesystem=self.fs, partitioning=partitioning,
+                             partition_base_dir=self.path("metrics"))
+        present = [c for c in columns if c in dataset.schema.names]
+        try:
+            frame = dataset.to_table(columns=["trial_id", *present]).to_pandas()
+        except pa.ArrowInvalid as exc:
+            raise StoreError(f"{self.path('metrics')}: unreadable metrics ({str(exc).splitlines()[0]})") from None
+        frame["trial_id"] = frame["trial_id"].astype(str)
+        return frame
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """The identity of a trial's config within a study: canonical JSON of its values.
+
+    Numbers compare as floats (a config read back from Parquet may have turned an int
+    column into floats); missing (None/NaN) values are left out.
+    """
+    def plain(value: Any) -> Any:
+        value = _python(value)
+        if isinstance(value, bool) or value is None or isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)):
+            return float(value)
+        return str(value)
+
+    items = {str(k): plain(v) for k, v in config.items()}
+    return json.dumps({k: v for k, v in items.items() if v is not None}, sort_keys=True)
+
+
+def stored_config(row: dict[str, Any]) -> dict[str, Any]:
+    """The config of a trials-table row (its ``config/<key>`` columns)."""
+    return {k[len(CONFIG_PREFIX):]: v for k, v in row.items() if k.startswith(CONFIG_PREFIX)}
 
 
 class StoreWriter:
     """Driver-side writer fed by the Ray Tune callback as results arrive.
 
     Metric rows are buffered per trial and written as a new part file (never rewriting
-    what is written) when a trial ends, when ``flush_rows`` rows are waiting, or
-    ``flush_seconds`` after the last write. ``trials.parquet`` (small) is rewritten
-    whole when a trial starts or ends and at each flush. A result whose
-    ``training_iteration`` is already stored is dropped: a trial restored from a
-    checkpoint repeats reports, and the store keeps each step once.
+    what is written) when a trial checkpoints, when it ends, when ``flush_rows`` rows
+    are waiting, or ``flush_seconds`` after the last write. ``trials.parquet`` (small)
+    is rewritten whole when a trial starts or ends and at each flush.
+
+    Exactly once: a result whose ``training_iteration`` is already stored (or buffered)
+    is dropped, since a trial restored from a checkpoint repeats the reports after it.
+    Nothing lost: the rows up to a checkpoint are written before Ray Tune records the
+    checkpoint (``trial_checkpointed``), so whatever a resumed trial does not re-report
+    is already in the store.
+
+    Trials are keyed by Ray Tune's trial id, except that a trial whose config equals a
+    stored trial's (the same grid point, re-created by Tune under a new id because the
+    driver died before Tune saved it) continues the stored trial (``alias``).
     """
 
     def __init__(self, store: StudyStore, provenance: dict[str, Any], *, flush_rows: int = 5000,
@@ -224,61 +362,140 @@ class StoreWriter:
         self.buffers: dict[str, list[dict[str, Any]]] = {}
         self.parts: dict[str, int] = {}
         self.last_iteration: dict[str, int] = {}
+        self.by_config: dict[str, str] = {}  # config_key -> stored trial id
+        self.alias: dict[str, str] = {}  # Ray Tune trial id -> stored trial id
+        self.seen: set[str] = set()  # stored ids started by this driver
+        self.ambiguous: set[str] = set()  # config keys shared by several stored trials: no aliasing
         self.buffered = 0
         self.last_flush = time.monotonic()
         self.trials_dirty = False
 
     def load_existing(self) -> None:
-        """Continue a study already in the store (resume): keep its rows and part numbers."""
+        """Continue a study already in the store (resume): keep its rows and part numbers.
+
+        Reads (and so checks) every store file before anything is written: a corrupt or
+        foreign file raises ``StoreError``. The trials table's ``reports`` is recounted
+        from the metric files, which are the truth after a crash.
+        """
         frame = self.store.read_trials()
+        counts = self.store.stored_reports()
         for row in frame.to_dict("records"):
-            self.trials[str(row["trial_id"])] = {k: _python(v) for k, v in row.items()}
-        self.last_iteration.update(self.store.stored_iterations())
+            row = {k: _python(v) for k, v in row.items()}
+            trial_id = str(row["trial_id"])
+            row["reports"], _ = counts.get(trial_id, (0, 0))
+            self.trials[trial_id] = row
+            key = config_key(stored_config(row))
+            if key in self.by_config:
+                self.ambiguous.add(key)
+            self.by_config.setdefault(key, trial_id)
+        self.last_iteration.update({trial_id: last for trial_id, (_, last) in counts.items()})
         for path in self.store.metric_files():
             trial_id = posixpath.basename(posixpath.dirname(path)).split("=", 1)[1]
             number = int(posixpath.basename(path)[5:11])
             self.parts[trial_id] = max(self.parts.get(trial_id, -1), number + 1)
 
-    def trial_started(self, trial_id: str, config: dict[str, Any]) -> None:
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id})
+    def stored_id(self, trial_id: str) -> str:
+        return self.alias.get(trial_id, trial_id)
+
+    def ended(self, *, include_failed: bool = True) -> tuple[set[str], set[str]]:
+        """(ids, config keys) of the stored trials that have ended: those a resume must not rerun.
+
+        Config keys shared by several stored trials are left out (ids still match).
+        """
+        ended = set(ENDED) - ({"failed"} if not include_failed else set())
+        rows = [row for row in self.trials.values() if row.get("status") in ended]
+        keys = {config_key(stored_config(row)) for row in rows} - self.ambiguous
+        return {row["trial_id"] for row in rows}, keys
+
+    def trial_started(self, trial_id: str, config: dict[str, Any]) -> str:
+        """A trial (re)started; returns the id it is stored under."""
+        key = config_key(config)
+        if trial_id not in self.trials and trial_id not in self.alias:
+            earlier = self.by_config.get(key)
+            if earlier is not None and earlier not in self.seen and key not in self.ambiguous:
+                self.alias[trial_id] = earlier
+        sid = self.stored_id(trial_id)
+        row = self.trials.setdefault(sid, {"trial_id": sid})
+        row.setdefault("restarts", 0)
+        if row.get("status") is not None:  # it ran before: its worker or the driver died
+            row["restarts"] += 1
+            row["restored_from_iteration"] = None  # set by its first report if it restores a checkpoint
         row.update(status="running", error=None, started_at=row.get("started_at") or _now(), ended_at=None)
         row.setdefault("reports", 0)
-        for key, value in config.items():
-            row[CONFIG_PREFIX + key] = value
+        for name, value in config.items():
+            row[CONFIG_PREFIX + name] = value
         row.update(self.provenance)
+        self.by_config[key] = sid
+        self.seen.add(sid)
         self._write_trials()
+        return sid
 
     def add_result(self, trial_id: str, metrics: dict[str, Any], *, host: str | None = None,
-                   node_ip: str | None = None) -> bool:
-        """Buffer one report; returns False when it was a repeat already stored."""
-        iteration = metrics.get("training_iteration")
-        if iteration is not None:
-            if iteration <= self.last_iteration.get(trial_id, 0):
-                return False
-            self.last_iteration[trial_id] = iteration
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "status": "running", "reports": 0})
-        row["reports"] = row.get("reports", 0) + 1
-        for key, value in metrics.items():
-            if value is not None:
-                row[key] = value
+                   node_ip: str | None = None, where: dict[str, Any] | None = None) -> bool:
+        """Buffer one report; returns False when it was a repeat already stored.
+
+        ``where`` holds provenance of the worker that reported (node id, pid, GPU ids):
+        it goes to the trial's row, not into the metric rows.
+        """
+        sid = self.stored_id(trial_id)
+        row = self.trials.setdefault(sid, {"trial_id": sid, "status": "running", "reports": 0, "restarts": 0})
         if host:
             row["host"] = host
         if node_ip:
             row["node_ip"] = node_ip
-        self.buffers.setdefault(trial_id, []).append(metrics)
+        row.update({k: v for k, v in (where or {}).items() if v is not None})
+        self.trials_dirty = True
+        iteration = metrics.get("training_iteration")
+        if iteration is not None:
+            if iteration <= self.last_iteration.get(sid, 0):
+                return False
+            self.last_iteration[sid] = iteration
+        row["reports"] = row.get("reports", 0) + 1
+        for key, value in metrics.items():
+            if value is not None:
+                row[key] = value
+        self.buffers.setdefault(sid, []).append(metrics)
         self.buffered += 1
         self.trials_dirty = True
-        if self.buffered >= self.flush_rows or time.monotonic() - self.last_flush >= self.flush_seconds:
+        if self.buffered >= self.flush_rows:
             self.flush()
+        else:
+            self.flush_if_due()
         return True
+
+    def trial_checkpointed(self, trial_id: str) -> None:
+        """Make the trial's rows durable before Ray Tune records its new checkpoint."""
+        self._flush_trial(self.stored_id(trial_id))
+        if self.trials_dirty:
+            self._write_trials()
 
     def trial_ended(self, trial_id: str, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        row = self.trials.setdefault(trial_id, {"trial_id": trial_id, "reports": 0})
+        sid = self.stored_id(trial_id)
+        row = self.trials.setdefault(sid, {"trial_id": sid, "reports": 0, "restarts": 0})
         row.update(status=status, error=error, ended_at=_now())
-        self._flush_trial(trial_id)
+        self._flush_trial(sid)
         self._write_trials()
+
+    def status(self, trial_id: str) -> str | None:
+        return self.trials.get(self.stored_id(trial_id), {}).get("status")
+
+    def mark_unresumable(self, message: str) -> list[str]:
+        """Trials still ``running`` that this driver never started: Ray Tune cannot resume them.
+
+        (Tune re-creates a lost grid point under a new id, which ``trial_started`` maps back;
+        a trial of a search that samples configs has no such twin.) They become ``failed``
+        with ``message``; their stored rows are kept. Returns their ids.
+        """
+        lost = [sid for sid, row in self.trials.items() if row.get("status") == "running" and sid not in self.seen]
+        for sid in lost:
+            self.trial_ended(sid, "failed", error=message)
+        return lost
+
+    def flush_if_due(self) -> None:
+        if self.buffered and time.monotonic() - self.last_flush >= self.flush_seconds:
+            self.flush()
 
     def flush(self) -> None:
         for trial_id in list(self.buffers):
@@ -300,7 +517,8 @@ class StoreWriter:
         self.buffered -= len(rows)
 
     def _write_trials(self) -> None:
-        self.store.write_trials(list(self.trials.values()))
+        # sorted by id: Ray Tune's ids count up in grid order
+        self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
         self.trials_dirty = False
 
 

@@ -28,4 +28,18 @@ register(TrainableInfo(
     description="noisy gradient descent on a quadratic, with fault injection: for testing and benchmarking the framework",
 ))
 
+register(TrainableInfo(
+    name="vision",
+    config="trainables.vision.config:VisionConfig",
+    run="trainables.vision.train:run",
+    metrics=("epoch", "step", "lr", "train_loss", "train_error", "test_loss", "test_error", "weight_norm",
+             "effective_lr", "effective_lr_sqrt", "ema_test_error", "ema_test_loss", "hessian_trace",
+             "hessian_probes", "finetune_test_error", "finetune_train_loss", "finetune_hessian_trace",
+             "samples_per_s", "decayed_tensors", "decayed_params", "diverged_step", "last_finite_loss"),
+    default_metric="test_error",
+    default_mode="min",
+    description="image classifier with SGD, per-epoch reports (embedded mnist1d or CIFAR pickle batches); "
+                "VGG, pre-act ResNet, scale-invariant nets on the sphere",
+))
+
 __all__ = ["TRAINABLES", "ConfigError", "TrainableInfo", "get_trainable", "register"]

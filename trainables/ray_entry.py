@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 from trainables.registry import get_trainable
 from trainables.session import RaySession
@@ -15,11 +15,21 @@ def _trial_cpus() -> int:
     return max(1, int(resources.required_resources.get("CPU", 1)))
 
 
-def ray_trainable(name: str) -> Callable[[dict], None]:
-    """A Ray Tune function trainable for registered trainable ``name``."""
+def ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None) -> Callable[[dict], None]:
+    """A Ray Tune function trainable for registered trainable ``name``.
+
+    ``skip(trial_id, config)``, when given and true, makes a trial return at once without
+    reporting: a resumed study uses it for trials its store already has as ended, which
+    Ray Tune's own (older) experiment state would run again.
+    """
     info = get_trainable(name)
 
     def trainable(config: dict) -> None:
+        if skip is not None:
+            from ray import tune
+
+            if skip(tune.get_context().get_trial_id(), config):
+                return
         import torch
 
         if not config.get("threads"):

@@ -9,12 +9,16 @@ Checkpoint state is a dict of tensors/scalars produced on demand by ``state()``.
 
 from __future__ import annotations
 
+import copy
 import os
 import tempfile
 from typing import Any, Callable, Protocol
 
 # Key under which the trial's own ending (finished/diverged) travels in a report.
 STATUS_KEY = "trial_status"
+# Where a report came from (RaySession adds them): Ray's node id, the trial's GPU ids and
+# the CPUs/GPUs it holds. The store keeps them with the trial, not in its metric rows.
+WHERE_KEYS = ("node_id", "gpu_ids", "cpus", "gpus")
 
 
 class Session(Protocol):
@@ -32,7 +36,11 @@ class _Base:
 
 
 class BareSession(_Base):
-    """Collects reports in memory; optionally starts from a saved state."""
+    """Collects reports in memory; optionally starts from a saved state.
+
+    Saved states are deep copies taken at report time, as a checkpoint file would be
+    (a trainable's ``state()`` may return its live tensors).
+    """
 
     def __init__(self, restore: dict | None = None):
         self.reports: list[dict[str, Any]] = []
@@ -45,7 +53,7 @@ class BareSession(_Base):
         if status is not None:
             self.status = status
         if state is not None:
-            self.states.append(state())
+            self.states.append(copy.deepcopy(state()))
 
     def restored_state(self):
         return self._restore
@@ -56,10 +64,25 @@ class RaySession(_Base):
 
     FILE = "state.pt"
 
+    def __init__(self):
+        self._where: dict | None = None
+
+    def where(self) -> dict:
+        """Ray's id of the node this trial runs on, its GPU ids ("" without GPUs), its resources."""
+        if self._where is None:
+            import ray
+            from ray import tune
+
+            held = tune.get_context().get_trial_resources().required_resources
+            self._where = {"node_id": ray.get_runtime_context().get_node_id(),
+                           "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),
+                           "cpus": float(held.get("CPU", 0)), "gpus": float(held.get("GPU", 0))}
+        return self._where
+
     def report(self, metrics, *, status=None, state=None):
         from ray import tune
 
-        metrics = dict(metrics)
+        metrics = {**metrics, **self.where()}
         if status is not None:
             metrics[STATUS_KEY] = status
         if state is None:

@@ -1,0 +1,197 @@
+"""Each figure function on a small synthetic store: the plotted data are the values that drew them."""
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis import figures
+from analysis.load import load_study
+from tests.test_analysis_stores import (BF16_DIVERGE_STEP, LM_CROSSING_STEP, LM_STEPS, SEEDS, VISION_BRANCH_EPOCHS,
+                                        VISION_EPOCHS, VISION_LRS, lm_loss, vision_error, write_bf16_store,
+                                        write_lm_store, write_vision_store)
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("figures"))
+    write_vision_store(root)
+    write_lm_store(root)
+    write_bf16_store(root)
+    return {name: load_study(name, root) for name in ("vision", "lm", "bf16")}
+
+
+def artists(fig, prefix):
+    return {line.get_gid(): line for ax in fig.axes for line in ax.lines
+            if line.get_gid() and line.get_gid().startswith(prefix)}
+
+
+def xy(fig, gid):
+    found = [line for ax in fig.axes for line in ax.lines if line.get_gid() == gid]
+    assert len(found) == 1, f"{gid}: {len(found)} lines; there are {sorted(artists(fig, ''))}"
+    return found[0].get_xydata()
+
+
+def seed_mean(fn, seeds=SEEDS):
+    return float(np.mean([fn(s) for s in seeds]))
+
+
+def test_ushape_lines_are_seed_means_and_divergence_is_marked(stores):
+    fig = figures.ushape(stores["vision"].finals(), "finetune_test_error")
+    decayed = xy(fig, "data:weight_decay=0.001")
+    np.testing.assert_allclose(decayed[:, 0], VISION_LRS)
+    np.testing.assert_allclose(decayed[:, 1], [seed_mean(lambda s: vision_error(lr, 1e-3, s)) for lr in VISION_LRS])
+    plain = xy(fig, "data:weight_decay=0")
+    # LR 0.3 without WD: seed 2 diverged, so the line is the mean of seeds 0 and 1 ...
+    assert plain[-1, 1] == pytest.approx(seed_mean(lambda s: vision_error(0.3, 0.0, s), seeds=(0, 1)))
+    # ... and a red X marks the divergence above the data
+    marker = xy(fig, "diverged:trials")
+    assert marker[:, 0].tolist() == [0.3] and marker[0, 1] > decayed[:, 1].max()
+    assert fig.axes[0].get_xscale() == "log"
+    assert "1 failed left out" in fig.axes[0].get_title().replace("\n", " ")
+
+
+def test_heatmap_image_is_the_pivot_of_seed_means(stores):
+    fig = figures.heatmap(stores["vision"].finals(), "finetune_test_error")
+    image = fig.axes[0].images[0].get_array()
+    expected = [[seed_mean(lambda s: vision_error(lr, wd, s), seeds=(0, 1) if (lr, wd) == (0.3, 0.0) else SEEDS)
+                 for wd in (0.0, 1e-3)] for lr in VISION_LRS]
+    np.testing.assert_allclose(np.ma.getdata(image), expected)
+    best = [p for p in fig.axes[0].patches if p.get_gid() == "best"][0]
+    assert best.get_xy() == (0.5, 1.5)  # column WD 1e-3, row LR 0.03
+    texts = {t.get_gid(): t.get_text() for t in fig.axes[0].texts}
+    assert texts["cell:4,0"].endswith("1/3 div")
+
+
+def test_training_curves_mark_the_lr_decay_and_the_divergence(stores):
+    fig = figures.training_curves(stores["vision"].curves(), "train_loss")
+    line = xy(fig, "data:lr=0.1, weight_decay=0.001")
+    np.testing.assert_allclose(line[:, 0], range(1, VISION_EPOCHS + 1))
+    np.testing.assert_allclose(line[:, 1], [(1 + 1000 * 0.1 * 1e-3) / e for e in range(1, VISION_EPOCHS + 1)])
+    assert "lr_drop:5" in artists(fig, "lr_drop")
+    marker = xy(fig, "diverged:trials")
+    assert marker.tolist() == [[3.0, 0.5]]  # epoch 3, last finite train loss (1/2 at epoch 2)
+
+
+def test_norms_and_effective_lr_panels(stores):
+    fig = figures.norms(stores["vision"].curves())
+    assert len(fig.axes) == 2
+    norm = fig.axes[0].lines[[ln.get_gid() for ln in fig.axes[0].lines].index("data:lr=0.01, weight_decay=0.001")]
+    np.testing.assert_allclose(norm.get_xydata()[:, 1], [10 + 0.5 * e for e in range(1, VISION_EPOCHS + 1)])
+    eff = [ln for ln in fig.axes[1].lines if ln.get_gid() == "data:lr=0.01, weight_decay=0.001"][0].get_xydata()
+    expected = [(0.01 if e < 5 else 1e-4) / (10 + 0.5 * e) ** 2 for e in range(1, VISION_EPOCHS + 1)]
+    np.testing.assert_allclose(eff[:, 1], expected)
+    assert fig.axes[1].get_yscale() == "log"
+
+
+def test_hessian_trace_uses_the_fine_tuned_copies(stores):
+    fig = figures.hessian_trace(stores["vision"].curves())
+    assert [ax.get_ylabel().split()[0] for ax in fig.axes if ax.get_ylabel()] == ["finetune_hessian_trace", "hessian_trace"]
+    branch = [ln for ln in fig.axes[0].lines if ln.get_gid() == "data:lr=0.1, weight_decay=0"][0].get_xydata()
+    np.testing.assert_allclose(branch, [[e, 50 * 0.1 * e] for e in VISION_BRANCH_EPOCHS])
+
+
+def test_ema_vs_plain_pairs_each_grid_point(stores):
+    fig = figures.ema_vs_plain(stores["vision"].curves())
+    plain = xy(fig, "data:plain:lr=0.03, weight_decay=0.001")
+    ema = xy(fig, "data:ema:lr=0.03, weight_decay=0.001")
+    final = seed_mean(lambda s: vision_error(0.03, 1e-3, s))
+    np.testing.assert_allclose(plain[:, 1], [final + 0.01 + 0.02 * (VISION_EPOCHS - e) for e in range(1, VISION_EPOCHS + 1)])
+    np.testing.assert_allclose(ema[:, 1], [final + 0.005 + 0.01 * (VISION_EPOCHS - e) for e in range(1, VISION_EPOCHS + 1)])
+    lm = figures.ema_vs_plain(stores["lm"].curves())
+    assert "data:ema:schedule=cosine, weight_decay=0.3" in artists(lm, "data:ema")
+
+
+def test_chinchilla_curves_differences_and_crossing(stores):
+    fig = figures.chinchilla(stores["lm"].curves(), "val_loss")
+    tokens = [s * 1024 for s in LM_STEPS]
+    lines = [ln for ln in fig.axes[0].lines if ln.get_gid() == "data:weight_decay=0.3"]  # cosine column, top
+    np.testing.assert_allclose(lines[0].get_xydata()[:, 0], tokens)
+    np.testing.assert_allclose(lines[0].get_xydata()[:, 1],
+                               [seed_mean(lambda s: lm_loss(step, 0.3, "cosine", s)) + 0.01 for step in LM_STEPS])
+    diff = [ln for ln in fig.axes[2].lines if ln.get_gid() == "diff:weight_decay=0.3"][0].get_xydata()
+    np.testing.assert_allclose(diff[:, 1], [0.03 * (LM_CROSSING_STEP - s) / LM_CROSSING_STEP for s in LM_STEPS], atol=1e-12)
+    crossing = [ln for ln in fig.axes[2].lines if ln.get_gid() == "crossing:weight_decay=0.3"][0].get_xydata()
+    assert crossing[0, 0] == pytest.approx(LM_CROSSING_STEP * 1024) and crossing[0, 1] == 0
+    # the constant column has no crossing
+    assert not [ln for ln in fig.axes[3].lines if (ln.get_gid() or "").startswith("crossing")]
+    assert [ax.get_title() for ax in fig.axes[:2]] == ["cosine schedule", "constant schedule"]
+
+
+def test_train_val_gap_figure(stores):
+    fig = figures.train_val_gap(stores["lm"].curves(), epsilon=0.05)
+    for schedule in ("cosine", "constant"):
+        np.testing.assert_allclose(xy(fig, f"data:schedule={schedule}"), [[0.0, 0.01], [0.3, 0.01]])
+    assert {ln.get_ydata()[0] for ln in fig.axes[0].lines if ln.get_gid() == "epsilon"} == {0.05, -0.05}
+
+
+def test_divergence_curves_draw_every_seed_and_mark_divergence_points(stores):
+    fig = figures.divergence_curves(stores["bf16"].curves(), "train_loss")
+    assert [ax.get_title() for ax in fig.axes] == ["precision fp32", "precision bf16-autocast"]
+    diverged = xy(fig, "data:bf16-autocast_wd0.0_s0")
+    np.testing.assert_allclose(diverged, [[100 * i, 3.0 + 2.0 / i] for i in (1, 2, 3)])  # finite points only
+    finished = xy(fig, "data:fp32_wd0.1_s2")
+    assert len(finished) == 6 and finished[-1, 1] == pytest.approx(3.0 + 2.0 / 6 + 0.02)
+    marks = [ln for ln in fig.axes[1].lines if ln.get_gid() == "diverged:trials"][0].get_xydata()
+    # diverged_step and last_finite_loss of seeds 0 and 1, below the clip value
+    np.testing.assert_allclose(marks, [[BF16_DIVERGE_STEP, 3.0 + 2.0 / 3 + 0.01 * s] for s in (0, 1)])
+    styles = {ln.get_gid(): ln.get_linestyle() for ln in fig.axes[1].lines}
+    assert styles["data:bf16-autocast_wd0.0_s0"] != styles["data:bf16-autocast_wd0.0_s1"]  # seeds as line styles
+    assert not [ln for ln in fig.axes[0].lines if ln.get_gid() == "diverged:trials"]
+
+
+def test_status_map_is_the_diverged_fraction(stores):
+    fig = figures.status_map(stores["bf16"].trials)
+    images = {im.get_gid(): np.ma.getdata(im.get_array()) for ax in fig.axes for im in ax.images}
+    np.testing.assert_allclose(images["data:fp32"], [[0.0, 0.0]])
+    np.testing.assert_allclose(images["data:bf16-autocast"], [[2 / 3, 0.0]])
+    vision = figures.status_map(stores["vision"].trials)  # no precision axis: one panel, failed trial counted
+    grid = np.ma.getdata(vision.axes[0].images[0].get_array())
+    assert grid.shape == (len(VISION_LRS), 2) and grid[-1, 0] == pytest.approx(1 / 3)
+    texts = {t.get_gid(): t.get_text() for t in vision.axes[0].texts}
+    assert texts["cell:3,0"] == "0/4\n1f"  # LR 0.1, WD 0: 3 finished + 1 failed
+
+
+def test_isolation_plot_optimises_over_the_other_axes(stores):
+    fin = stores["vision"].finals()
+    fig = figures.isolation(fin, "finetune_test_error", "min")
+    means = {(lr, wd): seed_mean(lambda s: vision_error(lr, wd, s), seeds=(0, 1) if (lr, wd) == (0.3, 0.0) else SEEDS)
+             for lr in VISION_LRS for wd in (0.0, 1e-3)}
+    by_lr = xy(fig, "data:lr")
+    np.testing.assert_allclose(by_lr, [[lr, min(means[(lr, 0.0)], means[(lr, 1e-3)])] for lr in VISION_LRS])
+    by_wd = xy(fig, "data:weight_decay")
+    np.testing.assert_allclose(by_wd, [[wd, min(means[(lr, wd)] for lr in VISION_LRS)] for wd in (0.0, 1e-3)])
+    assert "minimised over the other axes" in fig.get_suptitle() and "mean over 3 seeds" in fig.get_suptitle()
+    assert [ln.get_xydata()[0, 0] for ax in fig.axes for ln in ax.lines if ln.get_gid() == "diverged:trials"] == [0.3, 0.0]
+    lm = figures.isolation(stores["lm"].finals(), "val_loss")  # a categorical axis at positions 0, 1
+    assert xy(lm, "data:schedule")[:, 0].tolist() == [0.0, 1.0]
+    assert [t.get_text() for t in lm.axes[0].get_xticklabels()] == ["cosine", "constant"]
+
+
+def test_top_k_curves_are_the_best_trials(stores):
+    study = stores["lm"]
+    fig = figures.top_k(study.curves(), study.finals(), "val_loss", "min", k=3)
+    gids = [ln.get_gid() for ln in fig.axes[0].lines]
+    assert gids == ["data:cosine_wd0.3_s0", "data:cosine_wd0.3_s1", "data:cosine_wd0.3_s2"]
+    np.testing.assert_allclose(xy(fig, "data:cosine_wd0.3_s0")[:, 1], [lm_loss(s, 0.3, "cosine", 0) + 0.01 for s in LM_STEPS])
+
+
+def test_compare_best_overlays_each_studys_best_trial(stores):
+    lm, bf16 = stores["lm"], stores["bf16"]
+    fig = figures.compare_best([("lm", lm.curves(), lm.finals(), "val_loss", "min"),
+                                ("bf16", bf16.curves(), bf16.finals(), "val_loss", "min")], "val_loss")
+    np.testing.assert_allclose(xy(fig, "data:lm")[:, 1], [lm_loss(s, 0.3, "cosine", 0) + 0.01 for s in LM_STEPS])
+    assert xy(fig, "data:bf16")[-1, 1] == pytest.approx(3.0 + 2.0 / 6 + 0.02)  # seed 0 of any finished arm
+
+
+def test_figures_render_to_png_and_svg(stores):
+    from analysis.report import render
+
+    def draw():
+        return figures.ushape(stores["vision"].finals(), "finetune_test_error")
+
+    fig = draw()
+    assert render(fig, "png")[:8] == b"\x89PNG\r\n\x1a\n"
+    svg = render(draw(), "svg")
+    assert b"<svg" in svg and render(draw(), "svg") == svg  # no timestamp, fixed ids: a rerun gives the same file
+    assert math.isfinite(fig.axes[0].get_ylim()[1])

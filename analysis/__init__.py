@@ -4,7 +4,7 @@
     study = load_study("ushape-tiny", "studies")
     finals, curves = study.finals(), study.curves()      # one row per trial / per report
     verdicts.ushape(finals)                                # Verdict(status="pass", reason=..., numbers=...)
-    figures.ushape(finals, "finetune_test_error").savefig("ushape.png")
+    figures.ushape(finals, "test_error").savefig("ushape.png")
 """
 
 from analysis.load import (Study, aggregate_seeds, curves, finals, load_study, seed_mean_curves, select,

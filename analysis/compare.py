@@ -9,7 +9,7 @@ from analysis.load import Study, has_values
 from analysis.report import best_trials, render, report_location, study_verdicts, verdict_table, write_files, _cell
 
 # metrics worth overlaying when the two studies do not optimise the same one, most telling first
-SHARED_METRICS = ("val_loss", "finetune_test_error", "test_error", "train_loss", "loss")
+SHARED_METRICS = ("val_loss", "test_error", "finetune_test_error", "train_loss", "loss")
 
 
 def shared_metric(a: Study, b: Study) -> str | None:

@@ -4,10 +4,17 @@ Each function takes DataFrames (``finals`` / ``curves`` / ``trials`` from
 ``analysis.load``) and returns a ``matplotlib.figure.Figure``. The plotted data can be
 checked: every data line has a ``gid`` starting with ``data:`` and a label, and its
 ``get_xydata()`` is the DataFrame values it was drawn from (seed means where seeds
-exist; the t-interval is a shaded band). Diverged trials are never dropped: they get a
-red ``X`` (``gid`` ``diverged:...``) at their last finite value clipped to the top of the
-axes, and a legend entry says so. Trials that failed or were stopped are counted in the
-title when a figure leaves them out.
+exist). The seed spread is drawn as the range over seeds (min–max error bars on final
+values, a shaded band on curves): with 2–3 seeds a t-interval is wider than the data
+and says nothing a reader can see, while the range is the data themselves and stays
+inside the metric's valid range (an error is never below 0).
+
+Readability rules: errors are shown in percent; learning rates on a log axis; axis
+limits come from the data; a figure with many curves splits them into one panel per
+weight decay (colour = LR) and puts the legend outside the axes. Diverged trials are
+never dropped: they get a red ``X`` (``gid`` ``diverged:...``) at their last finite
+value clipped to the top of the axes, and a legend entry says so. Trials that failed
+or were stopped are counted in the title when a figure leaves them out.
 """
 
 from __future__ import annotations
@@ -18,27 +25,30 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
+from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import PercentFormatter
+from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter
 
-from analysis.load import (CONFIG, SEED, aggregate_seeds, column, fmt, has_values, seed_mean_curves, values,
-                           varied_axes, x_column)
-from analysis.stats import CONFIDENCE
-from analysis.verdicts import bf16_arm, final_pairs, find_crossing
+from analysis.load import CONFIG, SEED, column, fmt, has_values, values, varied_axes, x_column
+from analysis.verdicts import final_pairs, find_crossing
 
 DIVERGED = dict(marker="X", color="crimson", linestyle="none", markersize=9, zorder=6,
                 markeredgecolor="black", markeredgewidth=0.6)
 CROSSING = dict(marker="o", markersize=10, markerfacecolor="none", markeredgecolor="black",
                 markeredgewidth=1.6, linestyle="none", zorder=7)
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
+MAX_PANELS = 6  # weight decays drawn as side-by-side panels; more go on one axes
+LOG_RATIO = 6.0  # an error axis turns logarithmic when max/min exceeds this
+HEATMAP_LOG_RATIO = 2.5  # a heat map's colour scale, likewise: one bad corner must not wash out the rest
 
 
 # ------------------------------------------------------------------ helpers
 
-def _figure(nrows: int = 1, ncols: int = 1, width: float = 5.6, height: float = 4.0):
+def _figure(nrows: int = 1, ncols: int = 1, width: float = 5.6, height: float = 4.0, **kw):
     fig = Figure(figsize=(width * ncols, height * nrows), layout="constrained")
-    return fig, fig.subplots(nrows, ncols, squeeze=False)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
 
 
 def _wrap(text: str, fig) -> str:
@@ -54,7 +64,7 @@ def _title(ax, text: str, fontsize: float = 10) -> None:
     """An axes title wrapped to the axes' share of the figure width."""
     fig = ax.get_figure()
     columns = ax.get_subplotspec().get_gridspec().ncols if ax.get_subplotspec() else 1
-    ax.set_title(textwrap.fill(text, width=max(30, int(fig.get_figwidth() / columns * 13))), fontsize=fontsize)
+    ax.set_title(textwrap.fill(text, width=max(30, int(fig.get_figwidth() / columns * 11.5))), fontsize=fontsize)
 
 
 def _name(col: str) -> str:
@@ -71,7 +81,7 @@ def _colors(n: int, sequential: bool = False) -> list:
 
     if sequential:
         cmap = colormaps["viridis"]
-        return [cmap(0.85 * i / max(n - 1, 1)) for i in range(n)]
+        return [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
     cmap = colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
 
@@ -85,24 +95,81 @@ def _is_error(metric: str) -> bool:
     return "error" in metric
 
 
-def _format_y(ax, metric: str) -> None:
-    ax.set_ylabel(metric)
-    if _is_error(metric):
-        ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+class Percent(Formatter):
+    """Fractions as percent ticks with as many decimals as the tick spacing needs (3.5%, 3.55%)."""
+
+    def format_ticks(self, values):
+        v = 100 * np.asarray(values, dtype=float)
+        steps = np.diff(np.sort(v))
+        step = float(steps[steps > 0].min()) if (steps > 0).any() else 1.0
+        decimals = 0 if step >= 1 else min(3, math.ceil(-math.log10(step) - 1e-9))
+        return [f"{x:.{decimals}f}%" for x in v]
+
+    def __call__(self, x, pos=None):
+        return f"{100 * x:.3g}%"
 
 
-def _log_if_wide(ax, axis: str, data) -> None:
-    """Log scale when the values are positive and span more than a factor of 20; symlog
+def _format_y(ax, metric: str, label: str | None = None) -> None:
+    """Label the y axis; errors (fractions) get percent ticks, also on a log axis.
+
+    Call after the axis scale is set: setting a scale resets the tick formatters.
+    """
+    log = ax.get_yscale() == "log"
+    if not _is_error(metric):
+        ax.set_ylabel(metric if label is None else label)
+        low, high = ax.get_ylim()
+        if log and 0 < low and high / low < 100:  # within two decades: plain numbers, not 2×10⁰
+            ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
+            ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.yaxis.set_minor_formatter(NullFormatter())
+        return
+    ax.set_ylabel(f"{metric} (%)" if label is None else label)
+    if log:
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_major_formatter(Percent())
+
+
+def _format_x(ax, x: str) -> None:
+    """Tokens in engineering notation (``1.5M``), so the axis carries no ``1e6`` offset."""
+    ax.set_xlabel(x)
+    if x == "tokens":
+        ax.xaxis.set_major_formatter(EngFormatter(sep=""))
+
+
+def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
+    """Log scale when the values are positive and span more than ``ratio``; symlog
     (linear below the smallest positive value) when they also include zero, as WD grids do."""
     x = _finite(data)
     positive = x[x > 0]
-    if len(positive) == 0 or (x < 0).any() or positive.max() / positive.min() <= 20:
+    if len(positive) == 0 or (x < 0).any() or positive.max() / positive.min() <= ratio:
         return
     set_scale = ax.set_xscale if axis == "x" else ax.set_yscale
     if (x == 0).any():
         set_scale("symlog", linthresh=float(positive.min()), linscale=0.5)
     else:
         set_scale("log")
+
+
+def _lr_axis(ax, data) -> None:
+    """Learning rates on a log axis whenever they are positive and not all equal."""
+    x = _finite(data)
+    if len(x) and (x > 0).all() and x.max() > x.min():
+        ax.set_xscale("log")
+
+
+def _limits(ax, low: float, high: float, *, log: bool, floor: float | None = None) -> None:
+    """y limits from the data with a margin (multiplicative on a log axis), never below ``floor``."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return
+    if log:
+        low, high = low / 1.15, high * 1.15
+    else:
+        pad = 0.08 * (high - low) if high > low else 0.05 * max(abs(high), 1e-12)
+        low, high = low - pad, high + pad
+    if floor is not None:
+        low = max(low, floor)
+    ax.set_ylim(low, high)
 
 
 def _clip(ax, data, log: bool = False) -> float:
@@ -114,7 +181,7 @@ def _clip(ax, data, log: bool = False) -> float:
         return 1.0
     top, bottom = float(y.max()), float(y.min())
     if log:
-        return top * 1.6
+        return top * 1.3
     return top + 0.12 * (top - bottom) if top > bottom else top + 0.1 * max(abs(top), 1e-12)
 
 
@@ -125,10 +192,10 @@ def _mark_diverged(ax, xs, ys, clip: float, note: str = "") -> None:
     if len(xs) == 0:
         return
     ys = np.where(np.isfinite(ys), np.minimum(ys, clip), clip)
-    ax.plot(xs, ys, label=note or f"diverged (last finite value, clipped at {clip:.3g})",
+    ax.plot(xs, ys, label=note or "diverged (last finite value, clipped to the top)",
             gid="diverged:" + (note or "trials"), **DIVERGED)
     low, high = ax.get_ylim()
-    top = clip * 1.25 if ax.get_yscale() == "log" else clip + 0.05 * (clip - low)
+    top = clip * 1.2 if ax.get_yscale() == "log" else clip + 0.06 * (clip - low)
     if top > high:
         ax.set_ylim(low, top)
 
@@ -156,6 +223,20 @@ def _legend(ax, **kw) -> None:
         ax.legend(fontsize=7, loc=kw.pop("loc", "best"), **kw)
 
 
+def _figure_legend(fig, axes, extra: Sequence[tuple] = (), title: str | None = None) -> None:
+    """One legend for the whole figure, outside the axes on the right: every label once."""
+    handles: dict[str, object] = {}
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label and not label.startswith("_"):
+                handles.setdefault(label, handle)
+    for handle, label in extra:
+        handles.setdefault(label, handle)
+    if handles:
+        fig.legend(list(handles.values()), list(handles), loc="outside right center", fontsize=7,
+                   title=title, title_fontsize=7, frameon=False)
+
+
 def _diverged_ends(curves: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     """Per diverged trial: where it diverged (``diverged_step`` if reported, else its last x)
     and its last finite ``y`` (``last_finite_loss`` when reported)."""
@@ -176,89 +257,175 @@ def _diverged_ends(curves: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _group_curves(ax, curves: pd.DataFrame, y: str, x: str, by: list[str], *, sequential_col: str | None = None,
-                  linestyle="-", gid_prefix: str = "data", label_suffix: str = "", colors: dict | None = None,
-                  band: bool | None = None) -> dict:
-    """Seed-mean curves of ``y`` vs ``x``, one per group of ``by``; returns {first-axis value: colour}.
+def _keep_order(out: pd.DataFrame, frame: pd.DataFrame, groups: Sequence[str]) -> pd.DataFrame:
+    for g in groups:  # keep the categorical order of string axes
+        if g in frame and isinstance(frame[g].dtype, pd.CategoricalDtype):
+            out[g] = pd.Categorical(out[g], categories=frame[g].cat.categories, ordered=frame[g].cat.ordered)
+    return out
 
-    The t-interval band is drawn for up to 4 curves (``band=None``): more would hide the lines.
-    """
-    means = seed_mean_curves(curves, y, x, by)
-    if band is None:
-        band = (means.groupby(by, observed=True).ngroups if by else 1) <= 4
-    # colour by the first axis (sequential when it is numeric), line style by the others
-    firsts = values(curves, by[0]) if by else [None]
-    numeric = bool(by) and pd.api.types.is_numeric_dtype(curves[by[0]])
-    palette = colors or dict(zip(firsts, _colors(len(firsts), sequential=numeric or sequential_col is not None)))
-    rest = list(dict.fromkeys(tuple(k) for k in means[by[1:]].itertuples(index=False, name=None))) if len(by) > 1 else [()]
-    styles = dict(zip(rest, LINESTYLES * (len(rest) // len(LINESTYLES) + 1)))
-    grouped = means.groupby(by, observed=True, sort=True) if by else [((), means)]
+
+def seed_spread(frame: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: ``mean``, ``min``, ``max`` and ``n`` of ``value`` over finished
+    trials with a finite value, and ``n_diverged``/``n_trials`` (diverged trials are left
+    out of the statistics and counted)."""
+    by = list(by)
+    status = frame["status"].astype(str) if "status" in frame else pd.Series("finished", index=frame.index)
+    vals = pd.to_numeric(frame[value], errors="coerce") if value in frame else pd.Series(np.nan, index=frame.index)
+    data = frame[by].copy()
+    data["_status"] = status.to_numpy()
+    data["_v"] = vals.to_numpy(dtype=float, na_value=np.nan)
+    data["_ok"] = (data["_status"] == "finished") & np.isfinite(data["_v"])
+    rows = []
+    grouped = data.groupby(by, observed=True, sort=True, dropna=False) if by else [((), data)]
     for key, part in grouped:
         key = key if isinstance(key, tuple) else (key,)
-        part = part.sort_values(x)
-        color = palette.get(key[0] if by else None)
-        if len(by) > 1 and linestyle == "-":
-            style = styles.get(tuple(key[1:]), "-")
-        else:
-            style = linestyle
-        label = _label(by, key) + label_suffix
-        seeds = int(part["n"].max()) if len(part) else 0
-        if seeds > 1:
-            label += f" (mean of {seeds})"
-        ax.plot(part[x].to_numpy(dtype=float), part["mean"].to_numpy(dtype=float), color=color, linestyle=style,
-                label=label, gid=f"{gid_prefix}:{_label(by, key)}", linewidth=1.4)
-        if band and seeds > 1:
-            ok = part["ci_low"].notna().to_numpy()
-            ax.fill_between(part[x].to_numpy(dtype=float)[ok], part["ci_low"].to_numpy(dtype=float)[ok],
-                            part["ci_high"].to_numpy(dtype=float)[ok], color=color, alpha=0.15, linewidth=0)
-    return palette
+        ok = part.loc[part["_ok"], "_v"]
+        rows.append({**dict(zip(by, key)), "mean": float(ok.mean()) if len(ok) else math.nan,
+                     "min": float(ok.min()) if len(ok) else math.nan, "max": float(ok.max()) if len(ok) else math.nan,
+                     "n": len(ok), "n_diverged": int((part["_status"] == "diverged").sum()), "n_trials": len(part)})
+    out = pd.DataFrame(rows, columns=[*by, "mean", "min", "max", "n", "n_diverged", "n_trials"])
+    return _keep_order(out, frame, by)
+
+
+def curve_spread(curves: pd.DataFrame, y: str, x: str, by: Sequence[str],
+                 statuses: Sequence[str] = ("finished",)) -> pd.DataFrame:
+    """Per group of ``by`` and value of ``x``: ``mean``, ``min``, ``max`` and ``n`` of ``y``
+    over the seeds (trials of the given statuses with a finite value)."""
+    by = list(by)
+    data = curves
+    if "status" in data and statuses is not None:
+        data = data[data["status"].astype(str).isin(list(statuses))]
+    if y not in data or x not in data:
+        return pd.DataFrame(columns=[*by, x, "mean", "min", "max", "n"])
+    data = data[[*by, x, y]].copy()
+    data[y] = pd.to_numeric(data[y], errors="coerce")
+    data = data[np.isfinite(data[y].to_numpy(dtype=float, na_value=np.nan)) & data[x].notna()]
+    out = (data.groupby([*by, x], observed=True, sort=True)[y].agg(["mean", "min", "max", "count"])
+           .reset_index().rename(columns={"count": "n"}))
+    return _keep_order(out, curves, by)
 
 
 def _default_by(frame: pd.DataFrame, exclude: Sequence[str] = ()) -> list[str]:
     return [c for c in varied_axes(frame) if c not in {column(e) for e in exclude}]
 
 
+def _split_panels(frame: pd.DataFrame, by: Sequence[str], panel: str = "weight_decay"):
+    """(panel column or None, its values, the other axes): one panel per weight decay when
+    it varies (2..MAX_PANELS values) beside another axis, so each panel's colours are that axis."""
+    pcol = column(panel)
+    if pcol in by and len(by) >= 2 and 2 <= frame[pcol].nunique() <= MAX_PANELS:
+        return pcol, values(frame, panel), [b for b in by if b != pcol]
+    return None, [None], list(by)
+
+
+def _palette(frame: pd.DataFrame, rest: Sequence[str]) -> tuple[dict, dict]:
+    """Colour by the first of ``rest`` (sequential when numeric), line style by the others."""
+    if not rest:
+        return {None: _colors(1)[0]}, {(): "-"}
+    first = rest[0]
+    firsts = values(frame, first)
+    numeric = pd.api.types.is_numeric_dtype(frame[first]) and not pd.api.types.is_bool_dtype(frame[first])
+    colors = dict(zip(firsts, _colors(len(firsts), sequential=numeric)))
+    others = list(dict.fromkeys(frame[list(rest[1:])].drop_duplicates().itertuples(index=False, name=None))) if len(rest) > 1 else [()]
+    styles = dict(zip(others, LINESTYLES * (len(others) // len(LINESTYLES) + 1)))
+    return colors, styles
+
+
+def _panel_rows(frame: pd.DataFrame, pcol: str | None, p) -> pd.DataFrame:
+    if pcol is None or p is None:
+        return frame
+    return frame[np.isclose(frame[pcol].astype(float), float(p))] if pd.api.types.is_numeric_dtype(frame[pcol]) \
+        else frame[frame[pcol].astype(str) == str(p)]
+
+
+def _draw_spread_curves(ax, spread: pd.DataFrame, x: str, by: Sequence[str], rest: Sequence[str], colors: dict,
+                        styles: dict, *, gid_prefix: str = "data", linestyle=None, band: bool = True,
+                        marker: str | None = None, label_suffix: str = "") -> None:
+    """One seed-mean line per group (colour by ``rest[0]``), with the min–max band over seeds."""
+    grouped = spread.groupby(list(by), observed=True, sort=True) if by else [((), spread)]
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        full = dict(zip(by, key))
+        rest_key = tuple(full[c] for c in rest)
+        part = part.sort_values(x)
+        color = colors.get(rest_key[0] if rest else None)
+        style = linestyle or styles.get(tuple(rest_key[1:]), "-")
+        seeds = int(part["n"].max()) if len(part) else 0
+        label = (_label(rest, rest_key) if rest else "all") + label_suffix
+        xs = part[x].to_numpy(dtype=float)
+        ax.plot(xs, part["mean"].to_numpy(dtype=float), color=color, linestyle=style, linewidth=1.4,
+                marker=marker, markersize=4, label=label, gid=f"{gid_prefix}:{_label(by, key)}")
+        if band and seeds > 1:
+            ax.fill_between(xs, part["min"].to_numpy(dtype=float), part["max"].to_numpy(dtype=float),
+                            color=color, alpha=0.15, linewidth=0, gid=f"band:{_label(by, key)}")
+
+
 def _lr_drops(curves: pd.DataFrame, x: str) -> list[float]:
-    """x values where the reported LR first falls below its peak after reaching it (an LR decay)."""
-    if not has_values(curves, "lr") or x == "lr":
+    """Where the reported LR steps down: the last report at the peak LR before a report
+    at less than half of it. A cosine, which falls gradually, has no such step."""
+    if not has_values(curves, "lr") or x == "lr" or x not in curves:
         return []
     drops = set()
-    for _, part in curves.dropna(subset=["lr"]).groupby("trial_id", sort=False):
+    for _, part in curves.dropna(subset=["lr", x]).groupby("trial_id", sort=False):
         part = part.sort_values(x)
         lr = part["lr"].to_numpy(dtype=float)
-        peak_at = int(np.argmax(lr))
-        after = np.flatnonzero(lr[peak_at:] < lr[peak_at] * 0.5)  # a decay, not a cosine wiggle
-        if len(after):
-            drops.add(float(part[x].iloc[peak_at + after[0]]))
+        if len(lr) < 2:
+            continue
+        peak = lr.max()
+        step = np.flatnonzero((lr[:-1] >= 0.99 * peak) & (lr[1:] < 0.5 * lr[:-1]))
+        if len(step):
+            drops.add(float(part[x].iloc[step[0]]))
     return sorted(drops)
+
+
+def _mark_drops(ax, curves: pd.DataFrame, x: str, label: bool = True) -> None:
+    for i, drop in enumerate(_lr_drops(curves, x)):
+        ax.axvline(drop, color="grey", linestyle=":", linewidth=1.2, zorder=1,
+                   label=f"LR decay (after {x} {drop:g})" if label and i == 0 else None, gid=f"lr_drop:{drop:g}")
+
+
+def _seeds_note(n: int, what: str = "seeds") -> str:
+    return f"mean of {n} {what}, band/bars = min–max over {what}" if n > 1 else "one seed"
 
 
 # ------------------------------------------------------------------ vision: U-shape family
 
 def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weight_decay",
-           confidence: float = CONFIDENCE, title: str | None = None) -> Figure:
-    """Final ``value`` vs LR, one line per weight decay (mean over seeds, t-interval band)."""
+           title: str | None = None) -> Figure:
+    """Final ``value`` vs LR, one line per weight decay: the seed mean, with min–max error
+    bars over the seeds; log LR axis; the y axis turns logarithmic when the values span
+    more than ``LOG_RATIO``; diverged grid points are red X markers above the data."""
     xcol, lcol = column(x), column(line)
     by = [lcol, xcol] if lcol in finals else [xcol]
-    agg = aggregate_seeds(finals, value, by=by, confidence=confidence)
-    fig, axs = _figure()
+    agg = seed_spread(finals, value, by)
+    fig, axs = _figure(width=6.4, height=4.4)
     ax = axs[0, 0]
     groups = agg.groupby(lcol, observed=True, sort=True) if lcol in agg else [(None, agg)]
     colors = _colors(len(values(agg, line)) if lcol in agg else 1, sequential=True)
     for color, (key, part) in zip(colors, groups):
         part = part.sort_values(xcol)
-        ok = part["n"] > 0
+        ok = (part["n"] > 0).to_numpy()
+        xs = part.loc[ok, xcol].to_numpy(dtype=float)
+        mean = part.loc[ok, "mean"].to_numpy(dtype=float)
         label = f"WD {fmt(key)}" if key is not None else value
-        ax.plot(part.loc[ok, xcol].to_numpy(dtype=float), part.loc[ok, "mean"].to_numpy(dtype=float), marker="o",
-                color=color, label=label, gid=f"data:{line}={fmt(key)}" if key is not None else "data:all")
-        band = ok & part["ci_low"].notna()
-        if band.any():
-            ax.fill_between(part.loc[band, xcol].to_numpy(dtype=float), part.loc[band, "ci_low"].to_numpy(dtype=float),
-                            part.loc[band, "ci_high"].to_numpy(dtype=float), color=color, alpha=0.18, linewidth=0)
-    _log_if_wide(ax, "x", agg[xcol])
+        ax.plot(xs, mean, marker="o", markersize=5, color=color, label=label,
+                gid=f"data:{line}={fmt(key)}" if key is not None else "data:all")
+        spread = (part.loc[ok, "n"] > 1).to_numpy()
+        if spread.any():
+            low = np.maximum(mean[spread] - part.loc[ok, "min"].to_numpy(dtype=float)[spread], 0.0)
+            high = np.maximum(part.loc[ok, "max"].to_numpy(dtype=float)[spread] - mean[spread], 0.0)
+            bars = ax.errorbar(xs[spread], mean[spread], yerr=[low, high], fmt="none", ecolor=color, elinewidth=1.1,
+                               capsize=3, alpha=0.8)
+            bars.lines[2][0].set_gid(f"spread:{line}={fmt(key)}" if key is not None else "spread:all")
+    _lr_axis(ax, agg[xcol])
+    lo, hi = agg["min"].min(), agg["max"].max()
+    log = bool(np.isfinite(lo) and lo > 0 and hi / lo > LOG_RATIO)
+    if log:
+        ax.set_yscale("log")
+    _limits(ax, lo, hi, log=log, floor=0.0 if (_is_error(value) and not log) else None)
     div = agg[agg["n_diverged"] > 0]
     if len(div):
-        clip = _clip(ax, agg["ci_high"].fillna(agg["mean"]))
+        clip = _clip(ax, agg["max"], log=log)
         _mark_diverged(ax, div[xcol].to_numpy(dtype=float), np.full(len(div), np.nan), clip)
         for _, row in div.iterrows():
             ax.annotate(f"{int(row['n_diverged'])}/{int(row['n_trials'])}", (row[xcol], clip), textcoords="offset points",
@@ -266,9 +433,9 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
     seeds = int(agg["n"].max()) if len(agg) else 0
     ax.set_xlabel(x)
     _format_y(ax, value)
-    _title(ax, title or f"{value} vs {x}" + (f" (mean of {seeds} seeds, {confidence:.0%} t-interval)" if seeds > 1 else "")
-                 + _left_out_note(finals), fontsize=10)
-    ax.grid(alpha=0.3)
+    _title(ax, (title or f"{value} vs {x}") + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(finals),
+           fontsize=10)
+    ax.grid(alpha=0.3, which="major")
     _legend(ax)
     return fig
 
@@ -277,10 +444,12 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
             title: str | None = None) -> Figure:
     """Mean ``value`` over seeds on the ``rows`` × ``cols`` grid; the image array is the pivot.
 
-    Cells where a seed diverged are annotated ``k/n div``; the best cell has a box.
+    The colour scale is logarithmic when the means span more than ``HEATMAP_LOG_RATIO`` (one bad
+    corner would otherwise wash out the rest). Cells where a seed diverged are annotated
+    ``k/n div``; the best cell has a box.
     """
     rcol, ccol = column(rows), column(cols)
-    agg = aggregate_seeds(finals, value, by=[rcol, ccol])
+    agg = seed_spread(finals, value, [rcol, ccol])
     row_values, col_values = values(agg, rows), values(agg, cols)
     grid = np.full((len(row_values), len(col_values)), np.nan)
     divs = np.zeros_like(grid, dtype=int)
@@ -289,23 +458,30 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
         i, j = row_values.index(r[rcol]), col_values.index(r[ccol])
         grid[i, j] = r["mean"] if r["n"] > 0 else np.nan
         divs[i, j], totals[i, j] = r["n_diverged"], r["n_trials"]
-    fig, axs = _figure(width=1.2 * len(col_values) + 3.2, height=0.55 * len(row_values) + 2.2)
+    fig, axs = _figure(width=1.25 * len(col_values) + 3.4, height=0.55 * len(row_values) + 2.2)
     ax = axs[0, 0]
-    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r")
+    finite = grid[np.isfinite(grid)]
+    norm = None
+    if len(finite) and finite.min() > 0 and finite.max() / finite.min() > HEATMAP_LOG_RATIO:
+        norm = LogNorm(vmin=float(finite.min()), vmax=float(finite.max()))
+    image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
     image.set_gid("data:heatmap")
     cbar = fig.colorbar(image, ax=ax)
-    cbar.set_label(value)
+    cbar.set_label(f"{value} (%)" if _is_error(value) else value)
     if _is_error(value):
-        cbar.ax.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+        if norm is not None:
+            cbar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
+            cbar.ax.yaxis.set_minor_formatter(NullFormatter())
+        cbar.ax.yaxis.set_major_formatter(Percent())
     for i in range(grid.shape[0]):
         for j in range(grid.shape[1]):
-            text = "" if np.isnan(grid[i, j]) else (f"{100 * grid[i, j]:.1f}" if _is_error(value) else f"{grid[i, j]:.3g}")
+            text = "" if np.isnan(grid[i, j]) else (f"{100 * grid[i, j]:.2f}" if _is_error(value) else f"{grid[i, j]:.4g}")
             if divs[i, j]:
                 text += f"\n{divs[i, j]}/{totals[i, j]} div"
             if text:
                 shade = image.cmap(image.norm(grid[i, j])) if not np.isnan(grid[i, j]) else (1, 1, 1, 1)
                 light = 0.299 * shade[0] + 0.587 * shade[1] + 0.114 * shade[2] > 0.55
-                ax.text(j, i, text, ha="center", va="center", fontsize=7, fontweight="bold" if divs[i, j] else None,
+                ax.text(j, i, text, ha="center", va="center", fontsize=8, fontweight="bold" if divs[i, j] else None,
                         color="crimson" if divs[i, j] else ("black" if light else "white"), gid=f"cell:{i},{j}")
     if np.isfinite(grid).any():
         bi, bj = np.unravel_index(np.nanargmin(grid), grid.shape)
@@ -315,85 +491,136 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
     ax.set_xlabel(cols)
     ax.set_ylabel(rows)
     seeds = int(agg["n"].max()) if len(agg) else 0
-    unit = " (%)" if _is_error(value) else ""
-    _title(ax, title or f"{value}{unit}: {rows} × {cols}" + (f", mean of {seeds} seeds" if seeds > 1 else "")
+    unit = " in %" if _is_error(value) else ""
+    _title(ax, (title or f"{value}{unit}: {rows} × {cols}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
                  + _left_out_note(finals), fontsize=10)
+    return fig
+
+
+def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", *, x: str | None = None,
+                      by: Sequence[str] | None = None, title: str | None = None) -> Figure:
+    """The Figs. 2–3 protocol: the test error of the fine-tuned copies vs the epoch they
+    were branched from, one panel per weight decay, colour = LR; seed mean with min–max
+    error bars."""
+    x = x or ("epoch" if has_values(curves, "epoch") else x_column(curves))
+    by = [column(b) for b in by] if by is not None else _default_by(curves)
+    spread = curve_spread(curves, value, x, by)
+    pcol, panels, rest = _split_panels(curves, by)
+    colors, styles = _palette(curves, rest)
+    fig, axs = _figure(1, len(panels), width=4.6, height=4.0, sharey=True)
+    lo, hi = spread["min"].min(), spread["max"].max()
+    log = bool(np.isfinite(lo) and lo > 0 and hi / lo > LOG_RATIO)
+    for ax, p in zip(axs[0], panels):
+        part = _panel_rows(spread, pcol, p)
+        _draw_spread_curves(ax, part, x, by, rest, colors, styles, band=False, marker="o")
+        grouped = part.groupby(list(by), observed=True, sort=True) if by else [((), part)]
+        for key, g in grouped:
+            key = key if isinstance(key, tuple) else (key,)
+            full = dict(zip(by, key))
+            color = colors.get(full[rest[0]] if rest else None)
+            g = g[g["n"] > 1].sort_values(x)
+            if len(g):
+                m = g["mean"].to_numpy(dtype=float)
+                bars = ax.errorbar(g[x].to_numpy(dtype=float), m,
+                                   yerr=[np.maximum(m - g["min"].to_numpy(dtype=float), 0.0),
+                                         np.maximum(g["max"].to_numpy(dtype=float) - m, 0.0)],
+                                   fmt="none", ecolor=color, capsize=3, elinewidth=1, alpha=0.8)
+                bars.lines[2][0].set_gid(f"spread:{_label(by, key)}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"WD {fmt(p)}" if p is not None else value, fontsize=10)
+        ax.set_xlabel(f"{x} the copy branched from")
+        ax.grid(alpha=0.3)
+    _limits(axs[0, 0], lo, hi, log=log, floor=0.0 if (_is_error(value) and not log) else None)
+    _format_y(axs[0, 0], value)
+    for ax in axs[0, 1:]:
+        _format_y(ax, value, label="")
+    seeds = int(spread["n"].max()) if len(spread) else 0
+    _figure_legend(fig, axs[0])
+    _suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {value} vs the {x} each copy branched from")
+              + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(curves), fontsize=11)
+    return fig
+
+
+def _curve_grid(curves: pd.DataFrame, rows: Sequence[tuple[str, str, bool]], *, x: str | None,
+                by: Sequence[str] | None, title: str) -> Figure:
+    """A row of panels per metric, a column per weight decay; colour = the other axis
+    (LR for vision), seed mean with a min–max band; one legend outside on the right."""
+    present = [(m, label, log) for m, label, log in rows if has_values(curves, m)]
+    if not present:
+        raise ValueError(f"none of {', '.join(m for m, _, _ in rows)} is reported in these curves")
+    x = x or x_column(curves)
+    by = [column(b) for b in by] if by is not None else _default_by(curves)
+    pcol, panels, rest = _split_panels(curves, by)
+    colors, styles = _palette(curves, rest)
+    n_lines = len(curves.drop_duplicates([*rest]).index) if rest else 1
+    fig, axs = _figure(len(present), len(panels), width=4.3 if len(panels) > 1 else 6.4, height=3.5,
+                       sharex=True, sharey="row")
+    for r, (metric, label, log) in enumerate(present):
+        spread = curve_spread(curves, metric, x, by)
+        few = spread.groupby(list(by), observed=True).size().max() <= 6 if len(spread) and by else len(spread) <= 6
+        for c, p in enumerate(panels):
+            ax = axs[r, c]
+            _draw_spread_curves(ax, _panel_rows(spread, pcol, p), x, by, rest, colors, styles,
+                                gid_prefix="data" if len(present) == 1 else f"data:{metric}",
+                                band=n_lines <= 6, marker="o" if few else None)
+            if log:
+                ax.set_yscale("log")
+            else:
+                _log_if_wide(ax, "y", _finished(curves, metric))
+            panel_curves = _panel_rows(curves, pcol, p)
+            _mark_drops(ax, panel_curves, x)
+            ends = _diverged_ends(panel_curves, x, metric)
+            if len(ends):
+                _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, _finished(curves, metric), log=ax.get_yscale() == "log"))
+            if r == 0:
+                ax.set_title(f"WD {fmt(p)}" if p is not None else "", fontsize=10)
+            if r == len(present) - 1:
+                _format_x(ax, x)
+            _format_y(ax, metric, label=label if c == 0 else "")
+            ax.grid(alpha=0.3, which="major")
+    _figure_legend(fig, axs.ravel())
+    seeds = int(curve_spread(curves, present[0][0], x, by)["n"].max())
+    _suptitle(fig, f"{title} ({_seeds_note(seeds)})" + _left_out_note(curves), fontsize=11)
     return fig
 
 
 def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | None = None,
                     by: Sequence[str] | None = None, log: bool = True, title: str | None = None) -> Figure:
-    """``y`` vs ``x`` per grid point (mean over seeds); dotted lines where the LR decays.
+    """``y`` vs ``x`` per grid point (mean over seeds), one panel per weight decay; a dotted
+    line where the LR steps down.
 
     With a constant large LR then a drop, the curves show where weight decay holds the
     training loss at a level set by LR × WD before the decay.
     """
-    x = x or x_column(curves)
-    by = [column(b) for b in by] if by is not None else _default_by(curves)
-    fig, axs = _figure(width=7.0, height=4.4)
-    ax = axs[0, 0]
-    _group_curves(ax, curves, y, x, by, sequential_col=column("weight_decay") if column("weight_decay") in by else None)
     finished = _finite(_finished(curves, y))
-    if log and len(finished) and (finished > 0).all():
-        ax.set_yscale("log")
-    for i, drop in enumerate(_lr_drops(curves, x)):
-        ax.axvline(drop, color="grey", linestyle=":", linewidth=1.2, label="LR decay" if i == 0 else None, gid=f"lr_drop:{drop:g}")
-    ends = _diverged_ends(curves, x, y)
-    if len(ends):
-        _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, _finished(curves, y), log=ax.get_yscale() == "log"))
-    ax.set_xlabel(x)
-    _format_y(ax, y)
-    _title(ax, title or f"{y} vs {x}" + _left_out_note(curves), fontsize=10)
-    ax.grid(alpha=0.3, which="both")
-    _legend(ax, ncols=2 if len(ax.lines) > 8 else 1)
-    return fig
+    log = log and len(finished) > 0 and bool((finished > 0).all())
+    return _curve_grid(curves, [(y, y, log)], x=x, by=by, title=title or f"{y} vs {x or x_column(curves)}")
 
 
-def _metric_panels(curves: pd.DataFrame, metrics: Sequence[tuple[str, str, bool]], *, x: str | None,
-                   by: Sequence[str] | None, title: str | None) -> Figure:
-    present = [(m, label, log) for m, label, log in metrics if has_values(curves, m)]
-    if not present:
-        raise ValueError(f"none of {', '.join(m for m, _, _ in metrics)} is reported in these curves")
-    x = x or x_column(curves)
-    by = [column(b) for b in by] if by is not None else _default_by(curves)
-    fig, axs = _figure(1, len(present), width=5.4, height=4.2)
-    palette = None
-    for ax, (metric, label, log) in zip(axs[0], present):
-        palette = _group_curves(ax, curves, metric, x, by, colors=palette,
-                                sequential_col=column("weight_decay") if column("weight_decay") in by else None)
-        if log:
-            ax.set_yscale("log")
-        else:
-            _log_if_wide(ax, "y", _finished(curves, metric))
-        for drop in _lr_drops(curves, x):
-            ax.axvline(drop, color="grey", linestyle=":", linewidth=1.2, gid=f"lr_drop:{drop:g}")
-        ends = _diverged_ends(curves, x, metric)
-        if len(ends):
-            _mark_diverged(ax, ends["x"], ends["y"], _clip(ax, _finished(curves, metric), log=ax.get_yscale() == "log"))
-        ax.set_xlabel(x)
-        ax.set_ylabel(label)
-        ax.set_title(label, fontsize=10)
-        ax.grid(alpha=0.3, which="both")
-    _legend(axs[0, 0])
-    _suptitle(fig, (title or " and ".join(label.split("  ")[0] for _, label, _ in present)) + _left_out_note(curves),
-              fontsize=11)
-    return fig
+def _effective_lr_label(curves: pd.DataFrame) -> str:
+    """What ``effective_lr`` means for the trainable that reported it."""
+    if has_values(curves, "effective_lr_sqrt") or has_values(curves, "epoch"):
+        return "effective_lr\nη/‖w‖² (scale-invariant params)"
+    if has_values(curves, "tokens"):
+        return "effective_lr\nAdam: median lr/(√v+ε)"
+    return "effective_lr"
 
 
 def norms(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | None = None,
           title: str | None = None) -> Figure:
-    """Weight norm ‖w‖₂ and effective LR η/‖w‖² vs ``x``, one line per grid point (mean over seeds)."""
-    return _metric_panels(curves, [("weight_norm", "weight_norm  ‖w‖₂", False),
-                                   ("effective_lr", "effective_lr  η/‖w‖² (scale-invariant params)", True)],
-                          x=x, by=by, title=title)
+    """Weight norm ‖w‖₂ and the effective LR vs ``x``, one line per grid point (mean over seeds)."""
+    return _curve_grid(curves, [("weight_norm", "weight_norm  ‖w‖₂", False),
+                                ("effective_lr", _effective_lr_label(curves), True)],
+                       x=x, by=by, title=title or "weight norm and effective learning rate")
 
 
 def hessian_trace(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | None = None,
                   title: str | None = None) -> Figure:
-    """Tr(Hessian) vs ``x``: of the model fine-tuned after the LR decay and/or of the iterate itself."""
-    return _metric_panels(curves, [("finetune_hessian_trace", "finetune_hessian_trace  Tr(H) after fine-tuning", True),
-                                   ("hessian_trace", "hessian_trace  Tr(H) of the iterate", True)],
-                          x=x, by=by, title=title or "sharpness: Hutchinson estimate of Tr(Hessian)")
+    """Tr(Hessian) vs ``x``: of the copy fine-tuned from that epoch and/or of the iterate itself."""
+    return _curve_grid(curves, [("finetune_hessian_trace", "finetune_hessian_trace\n(Tr(H) of the fine-tuned copy)", True),
+                                ("hessian_trace", "hessian_trace\n(Tr(H) of the iterate)", True)],
+                       x=x, by=by, title=title or "sharpness: Hutchinson estimate of Tr(Hessian)")
 
 
 EMA_PAIRS = (("test_error", "ema_test_error"), ("val_loss", "ema_val_loss"))
@@ -409,26 +636,51 @@ def ema_pair(curves: pd.DataFrame) -> tuple[str, str] | None:
 
 def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x: str | None = None,
                  by: Sequence[str] | None = None, title: str | None = None) -> Figure:
-    """Plain (solid) vs EMA-of-weights (dashed) metric per grid point, mean over seeds."""
+    """Plain (solid) vs EMA-of-weights (dashed) metric per grid point, mean over seeds; one
+    panel per weight decay, colour = the other axes."""
     pair = pair or ema_pair(curves)
     if pair is None:
         raise ValueError("needs test_error and ema_test_error, or val_loss and ema_val_loss")
     plain, ema = pair
     x = x or x_column(curves)
     by = [column(b) for b in by] if by is not None else _default_by(curves)
-    fig, axs = _figure(width=7.0, height=4.4)
-    ax = axs[0, 0]
-    palette = _group_curves(ax, curves, plain, x, by, gid_prefix="data:plain", label_suffix=f" {plain}", band=False,
-                            sequential_col=column("weight_decay") if column("weight_decay") in by else None)
-    _group_curves(ax, curves, ema, x, by, colors=palette, linestyle="--", gid_prefix="data:ema",
-                  label_suffix=f" {ema}", band=False)
-    if not _is_error(plain):
-        _log_if_wide(ax, "y", pd.concat([curves[plain], curves[ema]]))
-    ax.set_xlabel(x)
-    _format_y(ax, plain)
-    _title(ax, title or f"{plain} (solid) vs EMA of the weights {ema} (dashed)" + _left_out_note(curves), fontsize=10)
-    ax.grid(alpha=0.3)
-    _legend(ax, ncols=2 if len(ax.lines) > 8 else 1)
+    pcol, panels, rest = _split_panels(curves, by)
+    colors, _ = _palette(curves, rest[:1])
+    if len(rest) > 1:  # colour by every other axis together: the dashes mean EMA here
+        combos = list(dict.fromkeys(curves[rest].drop_duplicates().sort_values(rest).itertuples(index=False, name=None)))
+        colors = dict(zip(combos, _colors(len(combos))))
+    spreads = {m: curve_spread(curves, m, x, by) for m in (plain, ema)}
+    fig, axs = _figure(1, len(panels), width=4.6 if len(panels) > 1 else 6.4, height=4.0, sharey=True)
+    values_all = pd.concat([_finished(curves, plain), _finished(curves, ema)])
+    finite = _finite(values_all)
+    log = bool(len(finite) and finite.min() > 0 and finite.max() / finite.min() > LOG_RATIO)
+    for ax, p in zip(axs[0], panels):
+        for metric, style in ((plain, "-"), (ema, "--")):
+            part = _panel_rows(spreads[metric], pcol, p)
+            grouped = part.groupby(list(by), observed=True, sort=True) if by else [((), part)]
+            for key, g in grouped:
+                key = key if isinstance(key, tuple) else (key,)
+                full = dict(zip(by, key))
+                rest_key = tuple(full[c] for c in rest)
+                color = colors.get(rest_key if len(rest) > 1 else (rest_key[0] if rest else None), "black")
+                g = g.sort_values(x)
+                ax.plot(g[x].to_numpy(dtype=float), g["mean"].to_numpy(dtype=float), color=color, linestyle=style,
+                        linewidth=1.3, label=_label(rest, rest_key) if style == "-" else None,
+                        gid=f"data:{'plain' if metric == plain else 'ema'}:{_label(by, key)}")
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(f"WD {fmt(p)}" if p is not None else "", fontsize=10)
+        _format_x(ax, x)
+        ax.grid(alpha=0.3, which="major")
+    _format_y(axs[0, 0], plain, label=f"{plain} (%)" if _is_error(plain) else plain)
+    for ax in axs[0, 1:]:
+        _format_y(ax, plain, label="")
+    style_keys = [(Line2D([], [], color="black", linestyle="-"), f"solid: {plain}"),
+                  (Line2D([], [], color="black", linestyle="--"), f"dashed: {ema} (EMA of the weights)")]
+    _figure_legend(fig, axs[0], extra=style_keys)
+    seeds = int(spreads[plain]["n"].max()) if len(spreads[plain]) else 0
+    _suptitle(fig, (title or f"{plain} (solid) vs the EMA of the weights, {ema} (dashed)")
+              + (f" (mean of {seeds} seeds)" if seeds > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
 
@@ -438,9 +690,11 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
                title: str | None = None) -> Figure:
     """Loss vs steps/tokens for WD = 0 (Adam) vs each WD > 0 (AdamW), one column per schedule.
 
-    Top row: the seed-mean loss curves. Bottom row: loss(WD) − loss(WD = 0) at the same x,
-    where a crossing below zero is circled (the same crossing ``verdicts.chinchilla_*`` finds).
-    Other varied axes (except the seed) get their own line style.
+    Top row: the seed-mean loss curves. Bottom row: loss(WD) − loss(WD = 0) at the same x:
+    the seed mean (thick) and each seed's own paired difference (thin, same seed = same
+    batches), where a crossing below zero of the mean is circled (the crossing
+    ``verdicts.chinchilla_*`` finds). Other varied axes (except the seed) get their own
+    line style.
     """
     x = x or ("tokens" if has_values(curves, "tokens") else x_column(curves))
     sched, wd = column("schedule"), column("weight_decay")
@@ -449,40 +703,57 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
     fig, axs = _figure(2, len(schedules), width=5.6, height=3.6)
     wds = values(curves, "weight_decay") if wd in curves else [None]
     palette = dict(zip(wds, _colors(len(wds), sequential=True)))
+    finished = curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves
+    seeds_max = 0
     for col, schedule in enumerate(schedules):
         top, bottom = axs[0, col], axs[1, col]
         data = curves if schedule is None else curves[curves[sched].astype(str) == str(schedule)]
-        means = seed_mean_curves(data, metric, x, [wd, *others] if wd in data else others)
+        done = finished if schedule is None else finished[finished[sched].astype(str) == str(schedule)]
+        means = curve_spread(data, metric, x, [wd, *others] if wd in data else others)
         ctx_keys = list(dict.fromkeys(means[others].itertuples(index=False, name=None))) if others else [()]
+        seeds_labelled = False
         for style, ctx in zip(LINESTYLES * 4, ctx_keys):
-            ctx_rows = means
+            ctx_rows, ctx_done = means, done
             for c, v in zip(others, ctx):
-                ctx_rows = ctx_rows[ctx_rows[c] == v]
+                ctx_rows, ctx_done = ctx_rows[ctx_rows[c] == v], ctx_done[ctx_done[c] == v]
             ctx_label = _label(others, ctx) if others else ""
             base = ctx_rows[ctx_rows[wd] == 0].set_index(x)["mean"].sort_index() if wd in ctx_rows else None
+            base_seeds = _per_seed(ctx_done[ctx_done[wd] == 0], x, metric) if wd in ctx_done else None
             for w in wds:
                 rows = ctx_rows[ctx_rows[wd] == w].sort_values(x) if wd in ctx_rows else ctx_rows.sort_values(x)
                 if rows.empty:
                     continue
                 name = ("Adam (WD 0)" if w == 0 else f"AdamW WD {fmt(w)}") + (f", {ctx_label}" if ctx_label else "")
                 seeds = int(rows["n"].max())
+                seeds_max = max(seeds_max, seeds)
                 top.plot(rows[x].to_numpy(dtype=float), rows["mean"].to_numpy(dtype=float), color=palette[w],
-                         linestyle=style, label=name + (f" (mean of {seeds})" if seeds > 1 else ""),
-                         gid=f"data:{_label([wd, *others], (w, *ctx))}")
+                         linestyle=style, label=name, gid=f"data:{_label([wd, *others], (w, *ctx))}")
                 if base is None or w == 0 or base.empty:
                     continue
                 arm = rows.set_index(x)["mean"]
                 common = arm.index.intersection(base.index)
                 d = (arm.loc[common] - base.loc[common]).sort_index()
+                gid = _label([wd, *others], (w, *ctx))
+                arm_seeds = _per_seed(ctx_done[np.isclose(ctx_done[wd].astype(float), float(w))], x, metric)
+                if base_seeds is not None and arm_seeds.shape[1] > 1:
+                    paired = (arm_seeds - base_seeds).dropna(how="all")
+                    for seed in paired.columns:
+                        one = paired[seed].dropna()
+                        if len(one):
+                            bottom.plot(one.index.to_numpy(dtype=float), one.to_numpy(dtype=float), color=palette[w],
+                                        linestyle=style, linewidth=0.7, alpha=0.45, gid=f"seed-diff:{gid}:seed={fmt(seed)}",
+                                        label="each seed (same batches)" if not seeds_labelled else None)
+                            seeds_labelled = True
                 bottom.plot(d.index.to_numpy(dtype=float), d.to_numpy(dtype=float), color=palette[w], linestyle=style,
-                            label=name, gid=f"diff:{_label([wd, *others], (w, *ctx))}")
+                            linewidth=2.0, label=name + (f" (mean of {seeds})" if seeds > 1 else ""), gid=f"diff:{gid}")
                 crossing = find_crossing(d.index.to_numpy(dtype=float), d.to_numpy())
                 if crossing.exists:
                     y_cross = float(np.interp(crossing.x, arm.index.to_numpy(dtype=float), arm.to_numpy(dtype=float)))
-                    top.plot([crossing.x], [y_cross], gid=f"crossing:{_label([wd, *others], (w, *ctx))}", **CROSSING)
-                    bottom.plot([crossing.x], [0.0], gid=f"crossing:{_label([wd, *others], (w, *ctx))}", **CROSSING)
-                    bottom.annotate(f"crosses at {crossing.x:.4g}", (crossing.x, 0.0), textcoords="offset points",
-                                    xytext=(4, 8), fontsize=7)
+                    top.plot([crossing.x], [y_cross], gid=f"crossing:{gid}", **CROSSING)
+                    bottom.plot([crossing.x], [0.0], gid=f"crossing:{gid}", **CROSSING)
+                    at = f"{crossing.x / 1e6:.3g}M" if x == "tokens" and crossing.x >= 1e5 else f"{crossing.x:.4g}"
+                    bottom.annotate(f"crosses at {at}", (crossing.x, 0.0), textcoords="offset points",
+                                    xytext=(-6, 8), ha="right", fontsize=7)
         tail = means[means[x] >= means[x].quantile(0.1)]["mean"] if len(means) else []
         if len(tail):  # zoom past the first 10% of the run, where every curve falls steeply
             lo, hi = float(np.nanmin(tail)), float(np.nanmax(tail))
@@ -495,46 +766,73 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
         top.set_title(f"{schedule} schedule" if schedule is not None else metric, fontsize=10)
         top.set_ylabel(metric)
         bottom.set_ylabel(f"{metric}(WD) − {metric}(WD 0)")
-        bottom.set_xlabel(x)
+        _format_x(top, x)
+        _format_x(bottom, x)
         for ax in (top, bottom):
             ax.grid(alpha=0.3)
         _legend(top, loc="upper right")
         if any(line.get_gid() and line.get_gid().startswith("crossing") for line in bottom.lines):
             bottom.plot([], [], label="crossing (WD ends lower)", **CROSSING)
         _legend(bottom)
-    _suptitle(fig, title or f"AdamW vs Adam: {metric} vs {x}, cosine and constant LR" + _left_out_note(curves), fontsize=11)
+    where = " and ".join(f"{s}" for s in schedules if s is not None) or "one schedule"
+    _suptitle(fig, (title or f"AdamW vs Adam: {metric} vs {x} ({where} LR)")
+              + (f", mean of {seeds_max} seeds" if seeds_max > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
 
-def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, confidence: float = CONFIDENCE,
-                  title: str | None = None) -> Figure:
-    """Final val_loss − train_loss vs weight decay, one line per value of the other axes."""
+def _per_seed(rows: pd.DataFrame, x: str, metric: str) -> pd.DataFrame:
+    """``metric`` by ``x`` (index) and seed (columns) for the trials in ``rows``."""
+    if rows.empty or metric not in rows:
+        return pd.DataFrame()
+    seed = rows[SEED] if SEED in rows else rows["trial_id"]
+    frame = pd.DataFrame({"x": rows[x].to_numpy(dtype=float), "seed": seed.to_numpy(),
+                          "v": pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
+    frame = frame[np.isfinite(frame["v"])]
+    return frame.pivot_table(index="x", columns="seed", values="v", aggfunc="last").sort_index()
+
+
+def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: str | None = None) -> Figure:
+    """Final val_loss − train_loss vs weight decay, one line per value of the other axes:
+    the seed mean, with every seed's own gap as a small dot (the verdict needs each seed
+    inside ±ε)."""
     ends = final_pairs(curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves)
     ends = ends.assign(gap=ends["val_loss"].astype(float) - ends["train_loss"].astype(float))
     wd = column("weight_decay")
     others = [c for c in varied_axes(ends) if c != wd]
-    agg = aggregate_seeds(ends, "gap", by=[wd, *others] if wd in ends else others, confidence=confidence)
-    fig, axs = _figure()
+    by = [wd, *others] if wd in ends else others
+    agg = seed_spread(ends, "gap", by)
+    fig, axs = _figure(width=6.0, height=4.2)
     ax = axs[0, 0]
-    grouped = agg.groupby(others, observed=True, sort=True) if others else [((), agg)]
-    for color, (key, part) in zip(_colors(64), grouped):
+    grouped = list(agg.groupby(others, observed=True, sort=True)) if others else [((), agg)]
+    wd_span = float(np.ptp(ends[wd].to_numpy(dtype=float))) if wd in ends and len(ends) else 0.0
+    for i, (color, (key, part)) in enumerate(zip(_colors(64), grouped)):
+        key = key if isinstance(key, tuple) else (key,)
         part = part.sort_values(wd) if wd in part else part
         xs = part[wd].to_numpy(dtype=float) if wd in part else np.zeros(len(part))
         label = _label(others, key) if others else "final gap"
         ax.plot(xs, part["mean"].to_numpy(dtype=float), marker="o", color=color, label=label, gid=f"data:{label}")
-        err = part["half_width"].to_numpy(dtype=float)
-        if np.isfinite(err).any():
-            ax.errorbar(xs, part["mean"].to_numpy(dtype=float), yerr=np.nan_to_num(err), fmt="none", ecolor=color, capsize=3)
+        rows = ends
+        for c, v in zip(others, key):
+            rows = rows[rows[c] == v]
+        if len(rows) and rows["trial_id"].nunique() > len(part):
+            rx = rows[wd].to_numpy(dtype=float) if wd in rows else np.zeros(len(rows))
+            rx = rx + (i - (len(grouped) - 1) / 2) * 0.015 * (wd_span or 1.0)  # side by side, not on top
+            ax.plot(rx, rows["gap"].to_numpy(dtype=float), marker=".", linestyle="none", color=color, alpha=0.6,
+                    markersize=6, gid=f"seeds:{label}", label="each seed" if i == 0 else None)
     ax.axhline(0.0, color="black", linewidth=0.8)
+    span = float(np.nanmax(np.abs(ends["gap"].to_numpy(dtype=float)))) if len(ends) else 0.0
     if epsilon is not None:
         for sign in (1, -1):
             ax.axhline(sign * epsilon, color="grey", linestyle="--", linewidth=1,
                        label=f"±ε = {epsilon:g}" if sign == 1 else None, gid="epsilon")
+        span = max(span, epsilon)
+    if span > 0:
+        ax.set_ylim(-1.15 * span, 1.15 * span)
     seeds = int(agg["n"].max()) if len(agg) else 0
     ax.set_xlabel("weight_decay")
     ax.set_ylabel("val_loss − train_loss at the end")
     _title(ax, title or "final train–validation gap vs weight decay"
-                 + (f" (mean of {seeds} seeds, {confidence:.0%} t-interval)" if seeds > 1 else "")
+                 + (f" (mean of {seeds} seeds; dots: each seed, shifted sideways per line)" if seeds > 1 else "")
                  + _left_out_note(curves), fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax)
@@ -653,7 +951,7 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
     panels = [column(a) for a in axes] if axes is not None else by
     if not panels:
         raise ValueError("the isolation plot needs an axis that takes more than one value")
-    agg = aggregate_seeds(finals, value, by=by)
+    agg = seed_spread(finals, value, by)
     sign = 1 if mode == "min" else -1
     fig, axs = _figure(1, len(panels), width=4.6, height=3.9)
     seeds = int(agg["n"].max()) if len(agg) else 0
@@ -673,7 +971,9 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
                 div_x.append(pos)
                 div_n.append((diverged, int(rows["n_trials"].sum())))
         ax.plot(best_x, best_y, marker="o", color="tab:blue", label=f"best {value}", gid=f"data:{_name(axis)}")
-        if numeric:
+        if numeric and axis == column("lr"):
+            _lr_axis(ax, positions)
+        elif numeric:
             _log_if_wide(ax, "x", positions)
         else:
             ax.set_xticks(positions, [fmt(v) for v in vals])

@@ -48,6 +48,13 @@ def _has_zero_and_positive(frame: pd.DataFrame, name: str) -> bool:
     return col in frame and bool((frame[col] == 0).any()) and bool((frame[col] > 0).any())
 
 
+def _branch_epochs(curves: pd.DataFrame) -> int:
+    """How many epochs the fine-tuned branches were taken at."""
+    if verdicts.FINETUNE_ERROR not in curves or "epoch" not in curves:
+        return 0
+    return int(curves.loc[curves[verdicts.FINETUNE_ERROR].notna(), "epoch"].nunique())
+
+
 def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[FigureItem]:
     """The report's figures for this study: each drawable, or with the reason it is not."""
     items: list[FigureItem] = []
@@ -56,14 +63,32 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> lis
         missing = [why for ok, why in needs if not ok]
         items.append(FigureItem(key, title, None if missing else draw, "; ".join(missing) or None))
 
+    # the paper's two vision protocols, each drawn only from its own data: (a) the run's
+    # test error after its LR decays (Fig. 1, sphere sweep); (b) fine-tuned branches (Figs. 2-3)
+    decays = verdicts.lr_decays(finals)
+    after_decay = (has_values(finals, "test_error") and decays is not False,
+                   "no test_error reported" if not has_values(finals, "test_error") else
+                   "the LR does not decay during the run (constant LR): no after-decay error")
+    lrs = (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates")
+    add("ushape", "U-shape after the LR decay (Fig. 1 / sphere-sweep protocol): the run's final test_error vs "
+        "learning rate, one line per weight decay", [after_decay, lrs],
+        lambda: figures.ushape(finals, "test_error", title="After the LR decay (Fig. 1 protocol): final test_error vs lr"))
+    branch, branch_epoch = verdicts.finetune_at(curves)
+    fine_tuned = (has_values(curves, verdicts.FINETUNE_ERROR), "no finetune_test_error reported (no fine-tuned branches)")
+    add("ushape_finetune", f"U-shape of the fine-tuned copies (Figs. 2–3 protocol): finetune_test_error of the branch "
+        f"from {'epoch ' + fmt(branch_epoch) if branch_epoch is not None else 'the last branch'} vs learning rate",
+        [fine_tuned, lrs],
+        lambda: figures.ushape(branch, verdicts.FINETUNE_ERROR, title="Fine-tuned copies (Figs. 2–3 protocol): "
+                               f"finetune_test_error of the branch from epoch {fmt(branch_epoch)} vs lr"))
+    add("finetune_branches", "Fine-tuned copies (Figs. 2–3 protocol): finetune_test_error vs the epoch each copy "
+        "branched from", [fine_tuned, (_branch_epochs(curves) >= 2, "needs branches at ≥ 2 epochs")],
+        lambda: figures.finetune_branches(curves))
     error = verdicts.test_error_metric(finals)
-    vision = (error is not None, "no test error reported (finetune_test_error or test_error): not the vision regime")
-    add("ushape", f"U-shape: final {error or 'test error'} vs learning rate, one line per weight decay",
-        [vision, (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates")],
-        lambda: figures.ushape(finals, error))
-    add("heatmap", f"LR × WD heat map of the final {error or 'test error'}",
-        [vision, (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates"),
-         (_count(finals, "weight_decay") >= 2, "needs ≥ 2 weight decays")],
+    vision = (error is not None, "no test error reported (test_error or finetune_test_error): not the vision regime")
+    add("heatmap", f"LR × WD heat map of the final {error or 'test error'}"
+        + (" (after the LR decay)" if error == "test_error" and decays else
+           " (of the last fine-tuned branch)" if error == verdicts.FINETUNE_ERROR else ""),
+        [vision, lrs, (_count(finals, "weight_decay") >= 2, "needs ≥ 2 weight decays")],
         lambda: figures.heatmap(finals, error))
     add("train_loss", "Training loss vs epoch: stabilisation during the large-LR phase, then the LR decay",
         [vision, (has_values(curves, "train_loss"), "no train_loss reported")],
@@ -118,6 +143,7 @@ def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> 
     """Every claim check on this study (applicable ones first, in a fixed order)."""
     found = [
         verdicts.ushape(finals),
+        verdicts.ushape_finetuned(curves),
         verdicts.wd_helps_only_at_large_lr(finals),
         verdicts.chinchilla_cosine(curves),
         verdicts.chinchilla_constant(curves),

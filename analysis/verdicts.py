@@ -14,13 +14,21 @@ numbers it used and its thresholds, which are keyword parameters with defaults:
   interval-averaged training loss and from the two splits' text, and the paper's own gap
   is ≲ 0.01 at 3.3 nats.
 
-Noise: where a grid point has several seeds, means are compared with a Student-t
-interval of the difference (paired by seed when both arms ran the same seeds, Welch
-otherwise, see ``analysis.stats``), and a difference counts only when it is ≥ the
-threshold *and* its interval excludes zero; the verdict text says which was used. A
-bound that must hold (the train–validation gap) must hold for every seed. Trials
-that diverged are results: a grid point where any seed diverged counts as worse than every
-finished one. Failed, stopped and running trials are left out, and the text counts them.
+Noise: a difference between two grid points counts only when it clears the threshold
+by the rule its seed count allows (``analysis.stats.clears``): with ≥ 3 seeds the mean
+difference is ≥ δ and its Student-t interval (paired by seed when both arms ran the
+same seeds, Welch otherwise) excludes 0; with 2 seeds every seed pair clears δ; with 1
+seed the point difference is ≥ δ, flagged as a single seed. The text says which failed:
+"below δ", "not significant" or "not in every seed pair". A bound that must hold (the
+train–validation gap) must hold for every seed. Trials that diverged are results: a
+grid point where any seed diverged counts as worse than every finished one. Failed,
+stopped and running trials are left out, and the text counts them.
+
+The vision claims come in the paper's two protocols, each its own verdict: (a) Fig. 1
+and the sphere sweep — one run per LR whose LR decays during the run, judged on its
+final ``test_error`` (``ushape``); (b) Figs. 2–3 — copies branched off the run and
+fine-tuned at a small LR, judged on ``finetune_test_error`` of a branch
+(``ushape_finetuned``).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.load import CONFIG, SEED, column, has_values, fmt, values, varied_axes, x_column
-from analysis.stats import CONFIDENCE, difference, t_interval
+from analysis.stats import CONFIDENCE, Decision, clears, difference, t_interval
 
 PASS, FAIL, NOT_APPLICABLE = "pass", "fail", "not-applicable"
 ERROR_DELTA = 0.005
@@ -75,12 +83,39 @@ def _na(claim: str, reason: str, thresholds: dict | None = None) -> Verdict:
 
 # ------------------------------------------------------------------ shared helpers
 
+FINETUNE_ERROR = "finetune_test_error"
+
+
+def lr_decays(finals: pd.DataFrame) -> bool | None:
+    """Whether the runs' LR decays during the run (the Fig. 1 / sphere-sweep protocol).
+
+    True when some trial's last reported ``lr`` is below half its configured ``config/lr``
+    (a step drop, a cosine), False when every trial with both ends at its configured LR (a
+    constant LR, e.g. the main run of the Figs. 2–3 protocol), None when the study does not
+    report ``lr``.
+    """
+    if not has_values(finals, "lr") or column("lr") not in finals:
+        return None
+    last = pd.to_numeric(finals["lr"], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    configured = pd.to_numeric(finals[column("lr")], errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    both = np.isfinite(last) & np.isfinite(configured) & (configured > 0)
+    if not both.any():
+        return None
+    return bool((last[both] < 0.5 * configured[both]).any())
+
+
 def test_error_metric(frame: pd.DataFrame) -> str | None:
-    """The test error after the LR decays: ``finetune_test_error`` if reported, else ``test_error``."""
-    for name in ("finetune_test_error", "test_error"):
-        if has_values(frame, name):
-            return name
-    return None
+    """The vision error a claim on the final model uses.
+
+    ``test_error`` (the run's own error at its end) when it is reported and the LR decays
+    during the run or the schedule is unknown; else ``finetune_test_error`` (the last
+    fine-tuned branch, the Figs. 2–3 protocol) when reported; else ``test_error``.
+    """
+    if has_values(frame, "test_error") and lr_decays(frame) is not False:
+        return "test_error"
+    if has_values(frame, FINETUNE_ERROR):
+        return FINETUNE_ERROR
+    return "test_error" if has_values(frame, "test_error") else None
 
 
 def _is_error(metric: str) -> bool:
@@ -102,10 +137,6 @@ def show_diff(metric: str, value: float) -> str:
     if math.isinf(value):
         return "+inf (diverged)" if value > 0 else "-inf (diverged)"
     return f"{100 * value:+.2f} pp" if _is_error(metric) else f"{value:+.4f}"
-
-
-def _scale(metric: str) -> tuple[float, str]:
-    return (100.0, " pp") if _is_error(metric) else (1.0, "")
 
 
 def _statuses(frame: pd.DataFrame) -> pd.Series:
@@ -156,48 +187,113 @@ def _arms(frame: pd.DataFrame, value: str, by: Sequence[str]) -> dict[tuple, _Ar
     return arms
 
 
-def _better(end: _Arm, best: _Arm, delta: float, confidence: float, metric: str) -> tuple[bool, float, str]:
-    """Is ``end`` worse than ``best`` (lower is better) by ≥ delta, beyond the seed spread?"""
-    if end.n_diverged and not best.n_diverged:
-        return True, math.inf, f"{end.n_diverged}/{end.n_trials} diverged"
-    d = difference(end.values, best.values, confidence)
-    if math.isnan(d.diff):
-        return False, math.nan, "no values"
-    significant = d.low > 0 if d.has_interval else True
-    return d.diff >= delta and significant, d.diff, d.describe(confidence, *_scale(metric))
+def _exceeds(worse: _Arm, better: _Arm, delta: float, confidence: float, metric: str) -> tuple[bool, float, Decision]:
+    """Is ``worse`` higher than ``better`` by ≥ delta, by the seed rule of ``stats.clears``?
+
+    A grid point where a seed diverged is worse than one where none did, by +inf.
+    """
+    if worse.n_diverged and not better.n_diverged:
+        return True, math.inf, Decision(True, "diverged", "clears δ", f"{worse.n_diverged}/{worse.n_trials} seeds diverged")
+    d = difference(worse.values, better.values, confidence)
+    decision = clears(d, delta, confidence=confidence, show=lambda v: show_diff(metric, v))
+    return decision.holds, d.diff, decision
 
 
-# ------------------------------------------------------------------ vision: U-shape
+# ------------------------------------------------------------------ vision: U-shape (two protocols)
 
-def ushape(finals: pd.DataFrame, value: str | None = None, *, delta: float = ERROR_DELTA,
+USHAPE_DECAY_CLAIM = ("U-shape after the LR decay (Fig. 1 / sphere-sweep protocol): the run's final test_error vs LR "
+                      "has its minimum at an interior LR; both ends ≥ min + δ")
+USHAPE_FINETUNE_CLAIM = ("U-shape of the fine-tuned copies (Figs. 2–3 protocol): finetune_test_error of the last "
+                         "branch vs LR has its minimum at an interior LR; both ends ≥ min + δ")
+
+
+def ushape(finals: pd.DataFrame, value: str = "test_error", *, delta: float = ERROR_DELTA,
            confidence: float = CONFIDENCE, weight_decay: float | None = None) -> Verdict:
-    """Test error vs LR is U-shaped: minimum at an interior LR, both ends ≥ minimum + delta.
+    """Protocol (a), the paper's Fig. 1 and sphere sweep: one run per LR whose LR decays
+    during the run; its final test error vs LR is U-shaped — minimum at an interior LR,
+    both ends ≥ minimum + delta (by the seed rule of ``stats.clears``).
 
     Args:
         finals: one row per trial (``analysis.load.finals``) with ``config/lr``.
-        value: the test error after the LR decays (default: ``finetune_test_error`` if
-            reported, else ``test_error``).
+        value: the error at the end of the run (default ``test_error``).
         delta: how much worse than the minimum each end of the LR range must be.
-        confidence: of the t-interval used against the seed spread.
+        confidence: of the t-interval used with ≥ 3 seeds.
         weight_decay: the WD line to check (default: the WD whose best point is lowest).
+
+    Not applicable when the runs end at their configured LR (no decay during the run:
+    then the fine-tuned branches, ``ushape_finetuned``, are the protocol).
     """
-    claim = "U-shape: test error vs LR has its minimum at an interior LR; both ends ≥ min + δ"
+    claim = USHAPE_DECAY_CLAIM if value == "test_error" else USHAPE_DECAY_CLAIM.replace("test_error", value)
     thresholds = {"delta": delta, "confidence": confidence}
-    value = value or test_error_metric(finals)
-    if value is None or value not in finals:
-        return _na(claim, "no test error reported (finetune_test_error or test_error)" + _left_out(finals), thresholds)
+    if not has_values(finals, value):
+        return _na(claim, f"no {value} reported" + _left_out(finals), thresholds)
+    if lr_decays(finals) is False:
+        return _na(claim, "every run ends at its configured LR: the LR does not decay during the run, so its final "
+                          f"{value} is not an after-decay error (the fine-tuned branches have their own verdict)",
+                   thresholds)
+    note = "" if lr_decays(finals) else " (the study does not report its LR: decay during the run assumed)"
+    return _ushape_check(finals, value, claim, thresholds, delta, confidence, weight_decay, prefix="", suffix=note)
+
+
+def finetune_at(curves: pd.DataFrame, epoch: float | None = None, value: str = FINETUNE_ERROR
+                ) -> tuple[pd.DataFrame, float | None]:
+    """One row per trial: its ``value`` from the fine-tuned branch taken at ``epoch``.
+
+    ``epoch`` defaults to the last epoch any trial branched at (``epoch``, else the
+    curves' x column). Trials without that branch keep their row with NaN (a trial that
+    diverged before it stays ``diverged``). Returns the table and the epoch used.
+    """
+    keep = [c for c in ("trial_id", "status") if c in curves] + [c for c in curves.columns if c.startswith(CONFIG)]
+    if not has_values(curves, value) or "trial_id" not in curves:
+        return curves[keep].drop_duplicates("trial_id") if "trial_id" in curves else curves.iloc[0:0], None
+    x = "epoch" if has_values(curves, "epoch") else x_column(curves)
+    rows = curves[np.isfinite(pd.to_numeric(curves[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
+    if x is None:
+        at = rows.drop_duplicates("trial_id", keep="last")
+        epoch = None
+    else:
+        epoch = float(rows[x].max()) if epoch is None else float(epoch)
+        at = rows[np.isclose(rows[x].astype(float), epoch)].drop_duplicates("trial_id", keep="last")
+    base = curves[keep].drop_duplicates("trial_id")
+    return base.merge(at[["trial_id", value]], on="trial_id", how="left"), epoch
+
+
+def ushape_finetuned(curves: pd.DataFrame, *, epoch: float | None = None, delta: float = ERROR_DELTA,
+                     confidence: float = CONFIDENCE, weight_decay: float | None = None) -> Verdict:
+    """Protocol (b), the paper's Figs. 2–3: copies branched off the run and fine-tuned at a
+    small LR; the fine-tuned test error of the last branch (or the one at ``epoch``) vs LR
+    is U-shaped, by the same rule as ``ushape``.
+
+    Args:
+        curves: the tidy curves table (``analysis.load.curves``) with ``finetune_test_error``
+            at the branch epochs.
+        epoch: the branch to check (default: the last branch epoch).
+    """
+    claim = USHAPE_FINETUNE_CLAIM
+    thresholds = {"delta": delta, "confidence": confidence}
+    frame, at = finetune_at(curves, epoch)
+    if at is None and not has_values(frame, FINETUNE_ERROR):
+        return _na(claim, f"no {FINETUNE_ERROR} reported (no fine-tuned branches)", thresholds)
+    if at is not None:
+        thresholds["branch_epoch"] = at
+    prefix = f"branches from epoch {fmt(at)}: " if at is not None else ""
+    return _ushape_check(frame, FINETUNE_ERROR, claim, thresholds, delta, confidence, weight_decay, prefix=prefix)
+
+
+def _ushape_check(frame: pd.DataFrame, value: str, claim: str, thresholds: dict, delta: float, confidence: float,
+                  weight_decay: float | None, prefix: str = "", suffix: str = "") -> Verdict:
     lr = column("lr")
-    if lr not in finals or finals[lr].nunique() < 3:
-        n = finals[lr].nunique() if lr in finals else 0
+    if lr not in frame or frame[lr].nunique() < 3:
+        n = frame[lr].nunique() if lr in frame else 0
         return _na(claim, f"needs ≥ 3 learning rates; this study has {n}", thresholds)
     wd = column("weight_decay")
-    by = [wd, lr] if wd in finals else [lr]
-    arms = _arms(finals, value, by)
+    by = [wd, lr] if wd in frame else [lr]
+    arms = _arms(frame, value, by)
     if not arms:
-        return _na(claim, "no finished or diverged trials" + _left_out(finals), thresholds)
+        return _na(claim, "no finished or diverged trials" + _left_out(frame), thresholds)
     lines: dict[Any, list[tuple[float, _Arm]]] = {}
     for key, arm in arms.items():
-        wd_value = key[0] if wd in finals else None
+        wd_value = key[0] if wd in frame else None
         if arm.n_diverged or len(arm.values):
             lines.setdefault(wd_value, []).append((float(key[-1]), arm))
 
@@ -207,7 +303,7 @@ def ushape(finals: pd.DataFrame, value: str | None = None, *, delta: float = ERR
         results[wd_value] = _ushape_line(points, value, delta, confidence)
     checked = [w for w, r in results.items() if r["lrs"] >= 3]
     if not checked:
-        return _na(claim, "no weight decay has results at ≥ 3 learning rates" + _left_out(finals), thresholds)
+        return _na(claim, "no weight decay has results at ≥ 3 learning rates" + _left_out(frame), thresholds)
     if weight_decay is not None:
         match = [w for w in checked if w is not None and math.isclose(w, weight_decay, rel_tol=1e-9)]
         if not match:
@@ -218,14 +314,14 @@ def ushape(finals: pd.DataFrame, value: str | None = None, *, delta: float = ERR
     r = results[target]
     thresholds["weight_decay"] = target
     which = "" if target is None else (f"WD {fmt(target)}" + (" (the best WD)" if weight_decay is None and len(checked) > 1 else "") + ": ")
-    text = which + r["text"]
+    text = prefix + which + r["text"]
     others = [f"WD {fmt(w)}: {'U' if results[w]['ok'] else 'no U'} (min at LR {fmt(results[w]['argmin'])})"
               for w in checked if w != target]
     if others:
         text += ". Other lines: " + "; ".join(others)
     numbers = {"metric": value, "line": {k: v for k, v in r.items() if k != "text"},
                "other_lines": {fmt(w): results[w]["ok"] for w in checked if w != target}}
-    return Verdict(claim, PASS if r["ok"] else FAIL, text + _left_out(finals), numbers, thresholds)
+    return Verdict(claim, PASS if r["ok"] else FAIL, text + suffix + _left_out(frame), numbers, thresholds)
 
 
 def _ushape_line(points: list[tuple[float, _Arm]], value: str, delta: float, confidence: float) -> dict:
@@ -240,41 +336,49 @@ def _ushape_line(points: list[tuple[float, _Arm]], value: str, delta: float, con
     interior = 0 < i_min < len(points) - 1
     ends = {}
     for name, i in (("smallest", 0), ("largest", len(points) - 1)):
-        if i == i_min:
-            ends[name] = (False, 0.0, "is the minimum")
-        else:
-            ends[name] = _better(points[i][1], best, delta, confidence, value)
+        if i != i_min:
+            ends[name] = _exceeds(points[i][1], best, delta, confidence, value)
     ok = interior and all(e[0] for e in ends.values())
     seeds = max(len(p[1].values) for p in points)
     parts = [f"minimum {show(value, means[i_min])} at LR {fmt(lrs[i_min])} "
              f"({'interior' if interior else 'on the edge'} of {fmt(lrs[0])}…{fmt(lrs[-1])}"
              f"{f', mean of {seeds} seeds' if seeds > 1 else ''})"]
     for name, i in (("smallest", 0), ("largest", len(points) - 1)):
-        good, diff, how = ends[name]
-        if i == i_min:
+        if name not in ends:
             continue
-        parts.append(f"LR {fmt(lrs[i])}: {show(value, means[i])} ({show_diff(value, diff)} vs min, "
-                     f"{'≥' if good else 'not ≥'} δ={show_diff(value, delta).lstrip('+')}; {how})")
+        _, diff, decision = ends[name]
+        parts.append(f"LR {fmt(lrs[i])}: {show(value, means[i])}, {show_diff(value, diff)} vs min: {decision.text}")
     return {"lrs": len(lrs), "ok": ok, "min_value": means[i_min], "argmin": lrs[i_min], "interior": interior,
             "lr": lrs, "mean": means, "end_margins": {k: v[1] for k, v in ends.items()},
-            "text": "; ".join(parts)}
+            "end_outcomes": {k: v[2].outcome for k, v in ends.items()}, "text": "; ".join(parts)}
 
 
 # ------------------------------------------------------------------ vision: WD helps only at large LR
 
 def wd_helps_only_at_large_lr(finals: pd.DataFrame, value: str | None = None, *, delta: float = ERROR_DELTA,
                               confidence: float = CONFIDENCE) -> Verdict:
-    """Weight decay lowers the test error at the largest LR but not at the smallest.
+    """Weight decay helps at the LR where it is used, and not at the smallest LR.
 
-    At each LR the gain is error(WD = 0) − error(best WD > 0 at that LR). "Helps" means
-    gain ≥ delta and, with seeds, its t-interval above zero. Passes when WD helps at the
-    largest LR with a result and does not help at the smallest.
+    At each LR the gain is error(WD = 0) − error(best WD > 0 at that LR). The "large LR"
+    is L*, the LR of the best result of any WD > 0 (where one would run with weight
+    decay): not the grid's largest, which may lie past the useful range (WD and LR 1.0
+    blowing up says nothing about the claim). Passes when
+
+    1. L* is larger than the smallest LR,
+    2. the gain at L* clears delta (by the seed rule of ``stats.clears``), and
+    3. the gain at the smallest LR is below delta (its mean: WD does not help there).
+
+    Args:
+        finals: one row per trial with ``config/lr`` and ``config/weight_decay``.
+        value: the error (default ``test_error_metric``: the run's error after its LR
+            decay, else the last fine-tuned branch).
     """
-    claim = "WD helps only at large LR: gain of the best WD > 0 over WD = 0 is ≥ δ at the largest LR, not at the smallest"
+    claim = ("WD helps only at large LR: the gain of WD > 0 over WD = 0 clears δ at the LR where WD > 0 does best "
+             "(larger than the smallest LR), and is below δ at the smallest LR")
     thresholds = {"delta": delta, "confidence": confidence}
     value = value or test_error_metric(finals)
     if value is None or value not in finals:
-        return _na(claim, "no test error reported (finetune_test_error or test_error)" + _left_out(finals), thresholds)
+        return _na(claim, "no test error reported (test_error or finetune_test_error)" + _left_out(finals), thresholds)
     lr, wd = column("lr"), column("weight_decay")
     if lr not in finals or finals[lr].nunique() < 2:
         return _na(claim, "needs ≥ 2 learning rates", thresholds)
@@ -297,27 +401,49 @@ def wd_helps_only_at_large_lr(finals: pd.DataFrame, value: str | None = None, *,
         best = decayed[best_wd]
         if base.n_diverged and best.n_diverged:
             continue  # both arms diverged: no gain to measure at this LR
-        helps, gain, how = _better(base, best, delta, confidence, value)
         if best.n_diverged and not base.n_diverged:
-            helps, gain, how = False, -math.inf, f"every WD > 0 diverged ({best.n_diverged} trials)"
+            helps, gain = False, -math.inf
+            how = Decision(False, "diverged", "below δ", f"every WD > 0 diverged ({best.n_diverged} trials)")
+        else:
+            helps, gain, how = _exceeds(base, best, delta, confidence, value)
         gains[lr_value] = {"gain": gain, "helps": helps, "best_wd": best_wd, "how": how,
                            "base": base.point, "with_wd": best.point}
     if len(gains) < 2:
         return _na(claim, "needs results for WD = 0 and WD > 0 at ≥ 2 learning rates" + _left_out(finals), thresholds)
-    small, large = min(gains), max(gains)
-    ok = gains[large]["helps"] and not gains[small]["helps"]
+    small = min(gains)
+    finite = {k: g for k, g in gains.items() if math.isfinite(g["with_wd"])}
+    if not finite:
+        return Verdict(claim, FAIL, "every WD > 0 diverged at every learning rate" + _left_out(finals),
+                       {"metric": value, "gains": {fmt(k): g["gain"] for k, g in gains.items()}}, thresholds)
+    used = min(finite, key=lambda k: (finite[k]["with_wd"], k))  # L*: where WD > 0 does best
 
     def say(lr_value):
         g = gains[lr_value]
         return (f"LR {fmt(lr_value)}: WD 0 {show(value, g['base'])} vs WD {fmt(g['best_wd'])} "
-                f"{show(value, g['with_wd'])}, gain {show_diff(value, g['gain'])} "
-                f"({'helps' if g['helps'] else 'does not help'}; {g['how']})")
+                f"{show(value, g['with_wd'])}, gain {show_diff(value, g['gain'])} — {g['how'].text}")
 
-    text = f"largest {say(large)}; smallest {say(small)}"
-    middle = [f"{fmt(k)}: {show_diff(value, g['gain'])}" for k, g in gains.items() if k not in (small, large)]
+    larger = used > small
+    helps_used = gains[used]["helps"]
+    quiet_small = not (gains[small]["gain"] >= delta)
+    ok = larger and helps_used and quiet_small
+    failures = []
+    if not larger:
+        failures.append(f"WD > 0 does best at the smallest LR {fmt(small)}")
+    elif not helps_used:
+        failures.append(f"the gain at LR {fmt(used)} does not clear δ ({gains[used]['how'].outcome})")
+    if not quiet_small:
+        failures.append(f"WD also helps at the smallest LR {fmt(small)} (gain {show_diff(value, gains[small]['gain'])} ≥ δ)")
+    text = f"{value}: WD > 0 does best at LR {fmt(used)} (WD {fmt(gains[used]['best_wd'])}); there {say(used)}"
+    if used != small:
+        text += f"; at the smallest {say(small)}"
+    middle = [f"{fmt(k)}: {show_diff(value, g['gain'])}" for k, g in gains.items() if k not in (small, used)]
     if middle:
         text += "; gains at the other LRs: " + ", ".join(middle)
-    numbers = {"metric": value, "gains": {fmt(k): g["gain"] for k, g in gains.items()},
+    if failures:
+        text += ". Fails: " + "; ".join(failures)
+    numbers = {"metric": value, "used_lr": used, "smallest_lr": small,
+               "gains": {fmt(k): g["gain"] for k, g in gains.items()},
+               "helps": {fmt(k): g["helps"] for k, g in gains.items()},
                "best_wd": {fmt(k): g["best_wd"] for k, g in gains.items()}}
     return Verdict(claim, PASS if ok else FAIL, text + _left_out(finals), numbers, thresholds)
 
@@ -419,7 +545,7 @@ def _chinchilla(curves: pd.DataFrame, schedule: str, metric: str | None, delta: 
     else:
         ok = all(not r["lower"] for r in results.values())
     text = f"{metric} vs {x} under {schedule}" + (f" ({'; '.join(notes)})" if notes else "") + ": "
-    text += "; ".join(r["text"] for r in results.values()) + left_out
+    text += ". ".join(r["text"] for r in results.values()) + left_out
     numbers = {"metric": metric, "x": x, "schedule": schedule,
                "arms": {k: {n: v for n, v in r.items() if n != "text"} for k, r in results.items()}}
     return Verdict(claim, PASS if ok else FAIL, text, numbers, thresholds)
@@ -441,6 +567,18 @@ def _end_values(rows: pd.DataFrame, x: str, metric: str, at: float) -> pd.Series
     return vals
 
 
+def where(x: str, value: float) -> str:
+    """A position on a curve in words: ``2.05M tokens``, ``step 1800``, ``epoch 40``."""
+    if x == "tokens":
+        return f"{value / 1e6:.3g}M tokens" if abs(value) >= 1e5 else f"{value:.4g} tokens"
+    return f"{x} {value:.6g}"
+
+
+_LOWER = {"clears δ": "lower by ≥ δ", "below δ": "not lower by δ",
+          "not significant": "lower by ≥ δ on average but not significant",
+          "not in every seed pair": "lower by ≥ δ on average but not in every seed pair", "no values": "no values"}
+
+
 def _compare_curves(arm_curve, base_curve, arm_rows, base_rows, x, metric, delta, confidence, name) -> dict:
     common = arm_curve.index.intersection(base_curve.index)
     if len(common) == 0:
@@ -449,22 +587,22 @@ def _compare_curves(arm_curve, base_curve, arm_rows, base_rows, x, metric, delta
     crossing = find_crossing(d.index.to_numpy(dtype=float), d.to_numpy())
     end = float(d.index[-1])
     diff = difference(_end_values(arm_rows, x, metric, end), _end_values(base_rows, x, metric, end), confidence)
-    below = diff.high < 0 if diff.has_interval else True
-    lower = diff.diff <= -delta and below
+    decision = clears(diff, delta, direction=-1, confidence=confidence, show=lambda v: f"{v:+.4f}")
+    lower = decision.holds
     cross_ok = crossing.exists and crossing.peak >= delta
-    text = (f"{name} ends {show_diff(metric, diff.diff)} vs WD 0 at {x}={fmt(end)} "
-            f"({'lower by ≥ δ' if lower else 'not lower by δ'}; {diff.describe(confidence)})")
+    text = (f"{name} ends {show_diff(metric, diff.diff)} vs WD 0 at {where(x, end)}: "
+            f"{_LOWER.get(decision.outcome, decision.outcome)} ({decision.threshold}; {decision.detail})")
     if crossing.exists:
-        text += f", higher by up to {crossing.peak:+.4f} before crossing below at {x}≈{crossing.x:.4g}"
+        text += f"; higher by up to {crossing.peak:+.4f} before crossing below at ≈{where(x, crossing.x)}"
         if not cross_ok:
             text += " (peak < δ: no real crossing)"
     elif crossing.index is None:
-        text += ", never higher than WD 0 (no crossing)"
+        text += "; never higher than WD 0 (no crossing)"
     else:
-        text += ", still higher at the end (no crossing)"
+        text += "; still higher at the end (no crossing)"
     return {"lower": bool(lower), "crossing": bool(cross_ok), "end_diff": diff.diff, "end_low": diff.low,
-            "end_high": diff.high, "method": diff.method, "crossing_x": crossing.x, "peak": crossing.peak,
-            "text": text}
+            "end_high": diff.high, "method": diff.method, "rule": decision.rule, "outcome": decision.outcome,
+            "crossing_x": crossing.x, "peak": crossing.peak, "text": text}
 
 
 def chinchilla_cosine(curves: pd.DataFrame, metric: str | None = None, *, delta: float = LOSS_DELTA,

@@ -8,7 +8,7 @@ import pytest
 
 from analysis import verdicts
 from analysis.load import aggregate_seeds, curves, finals, load_study, seed_mean_curves, select, type_config
-from analysis.stats import difference, t_interval, t_quantile
+from analysis.stats import clears, difference, t_interval, t_quantile
 from study.store import StoreError
 from tests.test_analysis_stores import (LM_STEPS, SEEDS, VISION_EPOCHS, VISION_LRS, VISION_WDS, vision_error,
                                         write_lm_store, write_vision_store)
@@ -53,6 +53,49 @@ def test_difference_paired_by_seed_and_welch():
     assert welch.method == "welch" and welch.diff == pytest.approx(2 / 3)
     assert welch.high - welch.diff == pytest.approx(t_quantile(0.95, dof) * se)
     assert difference(pd.Series([1.0]), pd.Series([0.0])).method == "single"
+
+
+def test_clears_with_three_or_more_seeds_needs_the_t_interval_to_exclude_zero():
+    base = pd.Series([0.0, 0.0, 0.0], index=[0, 1, 2])
+    # per-seed differences 1, 2, 3: mean 2, std 1, half width 4.3027/√3 = 2.484 → [-0.484, +4.484]
+    noisy = clears(difference(pd.Series([1.0, 2.0, 3.0], index=[0, 1, 2]), base), 0.5)
+    assert not noisy.holds and noisy.rule == "t-interval" and noisy.outcome == "not significant"
+    assert "clears δ = 0.5 on average but not significant" in noisy.text and "includes 0" in noisy.text
+    assert "yet all 3 seed pairs clear δ: +1, +2, +3" in noisy.text  # reported, but the interval decides
+    tight = clears(difference(pd.Series([1.9, 2.0, 2.1], index=[0, 1, 2]), base), 0.5)
+    assert tight.holds and tight.outcome == "clears δ" and "paired-by-seed 95% t-interval" in tight.text
+    small = clears(difference(pd.Series([0.29, 0.3, 0.31], index=[0, 1, 2]), base), 0.5)
+    assert not small.holds and small.outcome == "below δ" and small.text.startswith("below δ = 0.5")
+    # the other direction: a must be lower than b by δ
+    lower = clears(difference(pd.Series([-1.9, -2.0, -2.1], index=[0, 1, 2]), base), 0.5, direction=-1)
+    assert lower.holds and not clears(difference(pd.Series([1.9, 2.0, 2.1], index=[0, 1, 2]), base), 0.5,
+                                      direction=-1).holds
+
+
+def test_clears_with_two_seeds_needs_every_pair():
+    # the lead's case: mean +3.09 pp ≥ δ, but one seed pair is +0.10: not "below δ", not "significant" either
+    a, b = pd.Series([0.0651, 0.0500], index=[0, 1]), pd.Series([0.0343, 0.0490], index=[0, 1])
+    d = difference(a, b)
+    assert d.diff == pytest.approx(0.0159) and d.pairs == pytest.approx((0.0308, 0.0010))
+    split = clears(d, 0.005, show=lambda v: f"{100 * v:+.2f} pp")
+    assert not split.holds and split.rule == "every pair" and split.outcome == "not in every seed pair"
+    assert "+3.08 pp, +0.10 pp" in split.text and "every pair must clear δ" in split.text
+    both = clears(difference(pd.Series([0.08, 0.06], index=[0, 1]), b), 0.005)
+    assert both.holds and both.outcome == "clears δ"  # a t-interval over 2 seeds would say nothing here
+    assert not difference(pd.Series([0.08, 0.06], index=[0, 1]), b).low > 0
+    assert clears(difference(pd.Series([0.036, 0.050], index=[0, 1]), b), 0.005).outcome == "below δ"
+    # different seeds: every cross pair a_i − b_j must clear δ (the ranges are δ apart)
+    unpaired = difference(pd.Series([0.10, 0.11], index=[5, 6]), pd.Series([0.03, 0.04], index=[0, 1]))
+    assert unpaired.method == "welch" and sorted(unpaired.pairs) == pytest.approx([0.06, 0.07, 0.07, 0.08])
+    assert clears(unpaired, 0.05).holds and not clears(unpaired, 0.065).holds
+
+
+def test_clears_with_one_seed_is_a_flagged_point_difference():
+    one = clears(difference(pd.Series([0.10]), pd.Series([0.09])), 0.005)
+    assert one.holds and one.rule == "single seed" and "single seed" in one.text
+    assert not clears(difference(pd.Series([0.10]), pd.Series([0.099])), 0.005).holds
+    with pytest.raises(ValueError, match="direction"):
+        clears(difference(pd.Series([0.1]), pd.Series([0.0])), 0.005, direction=0)
 
 
 # ------------------------------------------------------------------ loading
@@ -185,7 +228,7 @@ def test_ushape_fails_on_a_monotone_curve():
 def test_ushape_fails_when_an_end_is_within_delta():
     shallow = {0.01: 0.103, 0.1: 0.100, 1.0: 0.120}  # left end only 0.3 pp above the minimum
     v = verdicts.ushape(grid(lambda lr, wd, s: shallow[lr]))
-    assert v.status == "fail" and "not ≥ δ" in v.reason
+    assert v.status == "fail" and "+0.30 pp vs min: below δ = 0.50 pp" in v.reason
     assert verdicts.ushape(grid(lambda lr, wd, s: shallow[lr]), delta=0.002).status == "pass"
 
 
@@ -195,7 +238,8 @@ def test_ushape_accounts_for_seed_noise():
     means = {0.01: 0.11, 0.1: 0.10, 1.0: 0.11}
     noisy = grid(lambda lr, wd, s: means[lr] + noise[s] * (1 if lr != 0.1 else -1), seeds=(0, 1, 2))
     v = verdicts.ushape(noisy)
-    assert v.status == "fail" and "t-interval" in v.reason and "over 3 seeds" in v.reason
+    assert v.status == "fail" and "not significant" in v.reason and "over 3 seeds includes 0" in v.reason
+    assert v.numbers["line"]["end_outcomes"] == {"smallest": "not significant", "largest": "not significant"}
     clean = grid(lambda lr, wd, s: means[lr] + noise[s], seeds=(0, 1, 2))  # same offsets in every arm
     assert verdicts.ushape(clean).status == "pass"  # paired by seed, the offsets cancel
 
@@ -212,7 +256,7 @@ def test_ushape_not_applicable_without_the_data():
     assert verdicts.ushape(grid(u_curve, lrs=(0.01, 0.1))).status == "not-applicable"
     no_metric = grid(u_curve, metric="val_loss")
     v = verdicts.ushape(no_metric)
-    assert v.status == "not-applicable" and "no test error" in v.reason
+    assert v.status == "not-applicable" and "no test_error reported" in v.reason
     no_lr = grid(u_curve).drop(columns="config/lr")
     assert verdicts.ushape(no_lr).status == "not-applicable"
     failed = grid(u_curve, status=lambda *a: "failed")
@@ -220,12 +264,64 @@ def test_ushape_not_applicable_without_the_data():
     assert v.status == "not-applicable" and "3 failed" in v.reason
 
 
-def test_ushape_prefers_the_fine_tuned_error():
-    frame = grid(u_curve, lrs=(0.001, 0.1, 10.0))
-    frame["finetune_test_error"] = frame["test_error"]
-    frame["test_error"] = 0.5  # the large-LR iterate: flat
-    v = verdicts.ushape(frame)
-    assert v.status == "pass" and v.numbers["metric"] == "finetune_test_error"
+def test_ushape_with_two_seeds_needs_every_seed_pair():
+    # LR 1 is +3.09 pp above the minimum on average but only +0.10 pp in seed 1: not a U at δ = 0.5 pp
+    errors = {(0.01, 0): 0.0859, (0.01, 1): 0.0800, (0.1, 0): 0.0343, (0.1, 1): 0.0490,
+              (1.0, 0): 0.0951, (1.0, 1): 0.0500}  # seed pairs at LR 1: +6.08 pp and +0.10 pp
+    v = verdicts.ushape(grid(lambda lr, wd, s: errors[(lr, s)], seeds=(0, 1)))
+    assert v.status == "fail" and v.numbers["line"]["end_outcomes"]["largest"] == "not in every seed pair"
+    assert v.numbers["line"]["end_margins"]["largest"] == pytest.approx(0.0309)
+    assert "LR 1: 7.26%, +3.09 pp vs min: clears δ = 0.50 pp on average but not in every seed pair" in v.reason
+    assert "below δ" not in v.reason.split("LR 1:")[1]
+    errors[(1.0, 1)] = 0.0490 + 0.0060  # both seed pairs ≥ δ: a U, though a t-interval over 2 seeds spans ±40 pp
+    v = verdicts.ushape(grid(lambda lr, wd, s: errors[(lr, s)], seeds=(0, 1)))
+    assert v.status == "pass" and "all 2 seed pairs clear it" in v.reason
+
+
+def test_ushape_judges_the_runs_error_after_its_lr_decay_not_a_constant_lr_run():
+    decayed = grid(u_curve, lrs=(0.001, 0.1, 10.0))
+    decayed["lr"] = decayed["config/lr"] / 10  # the last reported LR: the run decayed it
+    v = verdicts.ushape(decayed)
+    assert v.status == "pass" and v.numbers["metric"] == "test_error" and "Fig. 1" in v.claim
+    assert "decay during the run assumed" not in v.reason
+    constant = decayed.assign(lr=decayed["config/lr"])  # ends at its configured LR: no decay happened
+    v = verdicts.ushape(constant)
+    assert v.status == "not-applicable" and "does not decay during the run" in v.reason
+    # the other protocol picks the fine-tuned error for the claims on the final model
+    constant["finetune_test_error"] = constant["test_error"]
+    assert verdicts.test_error_metric(constant) == "finetune_test_error"
+    assert verdicts.test_error_metric(decayed.assign(finetune_test_error=0.5)) == "test_error"
+    assert verdicts.lr_decays(grid(u_curve)) is None  # no lr reported: unknown, assumed in the text
+    assert "decay during the run assumed" in verdicts.ushape(grid(u_curve)).reason
+
+
+def branch_curves(at_epoch):
+    """Curves with fine-tuned branches at epochs 20 and 40: finetune_test_error = at_epoch[epoch](lr, seed)."""
+    rows = []
+    for lr in (0.001, 0.1, 10.0):
+        for seed in (0, 1, 2):
+            for epoch in (10, 20, 30, 40):
+                row = {"trial_id": f"lr{lr}-s{seed}", "status": "finished", "config/lr": lr, "config/weight_decay": 0.0,
+                       "config/seed": seed, "epoch": epoch, "test_error": 0.3}
+                if epoch in at_epoch:
+                    row["finetune_test_error"] = at_epoch[epoch](lr, seed)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_ushape_of_the_fine_tuned_copies_uses_the_last_branch():
+    monotone = lambda lr, s: 0.2 - 0.01 * math.log10(lr) + 0.001 * s  # noqa: E731
+    curves_frame = branch_curves({20: monotone, 40: lambda lr, s: u_curve(lr, 0.0, s)})
+    v = verdicts.ushape_finetuned(curves_frame)
+    assert v.status == "pass" and v.thresholds["branch_epoch"] == 40 and "Figs. 2–3" in v.claim
+    assert v.reason.startswith("branches from epoch 40: ") and v.numbers["metric"] == "finetune_test_error"
+    v = verdicts.ushape_finetuned(curves_frame, epoch=20)
+    assert v.status == "fail" and "on the edge" in v.reason and v.numbers["line"]["argmin"] == 10.0
+    frame, epoch = verdicts.finetune_at(curves_frame)
+    assert epoch == 40 and len(frame) == 9 and frame["finetune_test_error"].tolist() == pytest.approx(
+        [u_curve(lr, 0.0, s) for lr in (0.001, 0.1, 10.0) for s in (0, 1, 2)])
+    v = verdicts.ushape_finetuned(curves_frame.drop(columns="finetune_test_error"))
+    assert v.status == "not-applicable" and "no fine-tuned branches" in v.reason
 
 
 # ------------------------------------------------------------------ verdicts: WD helps only at large LR
@@ -238,16 +334,53 @@ def test_wd_helps_only_at_large_lr():
     assert v.status == "pass", v.reason
     assert v.numbers["gains"] == {"0.001": pytest.approx(0.0), "0.01": pytest.approx(0.0),
                                   "0.1": pytest.approx(0.02), "1": pytest.approx(0.02)}
+    assert v.numbers["used_lr"] == 0.1 and v.numbers["smallest_lr"] == 0.001
 
 
-def test_wd_helping_everywhere_fails_and_hurting_at_small_lr_passes():
+def test_wd_helps_is_judged_where_wd_is_used_not_at_a_largest_lr_past_the_edge():
+    # WD helps at LR 0.1, where it does best; at LR 1 the grid is past the useful range and WD blows up
+    with_wd = {0.001: 0.100, 0.01: 0.090, 0.1: 0.070, 1.0: 0.500}
+
+    def err(lr, wd, s):
+        return (with_wd[lr] if wd > 0 else 0.100) + 0.001 * s
+
+    frame = grid(err, lrs=(0.001, 0.01, 0.1, 1.0), wds=(0.0, 1e-3), seeds=(0, 1, 2))
+    v = verdicts.wd_helps_only_at_large_lr(frame)
+    assert v.status == "pass", v.reason
+    assert v.numbers["used_lr"] == 0.1 and v.numbers["gains"]["0.1"] == pytest.approx(0.03)
+    assert v.numbers["gains"]["1"] == pytest.approx(-0.4)  # reported, but not what the claim is about
+    # the same with the over-the-edge corner diverged instead of merely bad
+    diverged = grid(err, lrs=(0.001, 0.01, 0.1, 1.0), wds=(0.0, 1e-3), seeds=(0, 1, 2),
+                    status=lambda lr, wd, s: "diverged" if lr == 1.0 and wd > 0 else "finished")
+    v = verdicts.wd_helps_only_at_large_lr(diverged)
+    assert v.status == "pass" and v.numbers["gains"]["1"] == -math.inf
+
+
+def test_wd_helps_fails_for_the_right_reason():
     everywhere = grid(lambda lr, wd, s: 0.10 - (0.02 if wd > 0 else 0), wds=(0.0, 1e-3))
     v = verdicts.wd_helps_only_at_large_lr(everywhere)
-    assert v.status == "fail" and "smallest LR 0.01" in v.reason and "helps" in v.reason
+    assert v.status == "fail" and "WD also helps at the smallest LR 0.01" in v.reason
+    # the best WD > 0 result at the smallest LR: there is no "large LR" at which WD is used
+    at_small = grid(lambda lr, wd, s: {0.01: 0.05, 0.1: 0.08, 1.0: 0.09}[lr] if wd > 0 else 0.05, wds=(0.0, 1e-3))
+    v = verdicts.wd_helps_only_at_large_lr(at_small)
+    assert v.status == "fail" and "WD > 0 does best at the smallest LR 0.01" in v.reason
+    # a gain at the LR where WD is used, but under δ
+    weak = grid(lambda lr, wd, s: 0.10 - (0.003 if wd > 0 and lr == 0.1 else 0), wds=(0.0, 1e-3))
+    v = verdicts.wd_helps_only_at_large_lr(weak)
+    assert v.status == "fail" and "the gain at LR 0.1 does not clear δ (below δ)" in v.reason
+    # two seeds that disagree at that LR
+    split = grid(lambda lr, wd, s: 0.10 - (0.02 if s == 0 else 0.002) * (wd > 0 and lr == 0.1), wds=(0.0, 1e-3),
+                 seeds=(0, 1))
+    v = verdicts.wd_helps_only_at_large_lr(split)
+    assert v.status == "fail" and "(not in every seed pair)" in v.reason
+
+
+def test_wd_hurting_at_small_lr_and_helping_at_large_lr_passes():
     # the paper's VGG: WD hurts at small LR (31% vs 24%) and helps at large (16% vs 20%)
     vgg = {(0.01, 0.0): 0.243, (0.01, 0.008): 0.31, (0.1, 0.0): 0.198, (0.1, 0.008): 0.16}
     v = verdicts.wd_helps_only_at_large_lr(grid(lambda lr, wd, s: vgg[(lr, wd)], lrs=(0.01, 0.1), wds=(0.0, 0.008)))
     assert v.status == "pass" and v.numbers["gains"]["0.01"] == pytest.approx(-0.067)
+    assert "single seed" in v.reason
 
 
 def test_wd_helps_not_applicable_without_wd_zero():
@@ -325,6 +458,7 @@ def test_chinchilla_seed_noise_makes_a_small_end_margin_inconclusive():
         return crossing_loss(step, wd, schedule, 0) + (noise[seed] * (step / 1000) if wd > 0 else 0.0)
     v = verdicts.chinchilla_cosine(lm_curves(noisy, seeds=(0, 1, 2), wds=(0.0, 0.3)))
     assert v.status == "fail" and "paired-by-seed 95% t-interval" in v.reason
+    assert "lower by ≥ δ on average but not significant" in v.reason and v.numbers["arms"]["WD 0.3"]["rule"] == "t-interval"
 
 
 def test_chinchilla_not_applicable_without_schedule_or_loss_or_wd_zero():

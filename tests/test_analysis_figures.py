@@ -49,6 +49,42 @@ def test_ushape_lines_are_seed_means_and_divergence_is_marked(stores):
     assert marker[:, 0].tolist() == [0.3] and marker[0, 1] > decayed[:, 1].max()
     assert fig.axes[0].get_xscale() == "log"
     assert "1 failed left out" in fig.axes[0].get_title().replace("\n", " ")
+    assert "min–max over seeds" in fig.axes[0].get_title().replace("\n", " ")
+
+
+def bars(fig, gid):
+    """The (x, low, high) of each error bar of the collection ``gid``."""
+    found = [c for ax in fig.axes for c in ax.collections if c.get_gid() == gid]
+    assert len(found) == 1, gid
+    return sorted((seg[0, 0], seg[0, 1], seg[1, 1]) for seg in found[0].get_segments())
+
+
+def test_ushape_spread_is_the_seed_range_and_the_axes_fit_the_data(stores):
+    fig = figures.ushape(stores["vision"].finals(), "finetune_test_error")
+    # the error bars are the min and max over the seeds (offsets -0.0005, 0, +0.0005), not a t-interval
+    for lr, low, high in bars(fig, "spread:weight_decay=0.001"):
+        assert low == pytest.approx(vision_error(lr, 1e-3, 0)) and high == pytest.approx(vision_error(lr, 1e-3, 2))
+    bottom, top = fig.axes[0].get_ylim()
+    assert 0 <= bottom < 0.03 and top < 0.07  # from the data (3%…5.3%), not from -20% to 100%
+    assert fig.axes[0].get_yscale() == "linear" and fig.axes[0].get_ylabel() == "finetune_test_error (%)"
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels and all(t.endswith("%") for t in labels if t) and len(set(labels)) == len(labels)
+    # one bad corner (40%) turns the error axis logarithmic, so the U at 3-10% stays readable
+    finals = stores["vision"].finals()
+    finals.loc[(finals["config/lr"] == 0.3) & (finals["config/weight_decay"] == 1e-3), "finetune_test_error"] = 0.4
+    assert figures.ushape(finals, "finetune_test_error").axes[0].get_yscale() == "log"
+
+
+def test_two_seed_error_bars_stay_in_the_valid_range():
+    import pandas as pd
+
+    rows = [{"trial_id": f"t{i}", "status": "finished", "config/lr": lr, "config/weight_decay": 0.0, "config/seed": s,
+             "test_error": e} for i, (lr, s, e) in enumerate([(0.01, 0, 0.02), (0.01, 1, 0.10), (0.1, 0, 0.01),
+                                                                (0.1, 1, 0.012), (1.0, 0, 0.03), (1.0, 1, 0.2)])]
+    fig = figures.ushape(pd.DataFrame(rows), "test_error")
+    assert [v for b in bars(fig, "spread:weight_decay=0") for v in b[1:]] == pytest.approx([0.02, 0.10, 0.01, 0.012, 0.03, 0.2])
+    assert fig.axes[0].get_ylim()[0] > 0  # a log axis (0.01…0.2) from the data: nothing below 0
 
 
 def test_heatmap_image_is_the_pivot_of_seed_means(stores):
@@ -65,30 +101,62 @@ def test_heatmap_image_is_the_pivot_of_seed_means(stores):
 
 def test_training_curves_mark_the_lr_decay_and_the_divergence(stores):
     fig = figures.training_curves(stores["vision"].curves(), "train_loss")
+    assert [ax.get_title() for ax in fig.axes] == ["WD 0", "WD 0.001"]  # a panel per weight decay
     line = xy(fig, "data:lr=0.1, weight_decay=0.001")
     np.testing.assert_allclose(line[:, 0], range(1, VISION_EPOCHS + 1))
     np.testing.assert_allclose(line[:, 1], [(1 + 1000 * 0.1 * 1e-3) / e for e in range(1, VISION_EPOCHS + 1)])
-    assert "lr_drop:5" in artists(fig, "lr_drop")
+    assert "lr_drop:4" in artists(fig, "lr_drop")  # the last report at the peak LR (epoch 5 runs at LR/100)
     marker = xy(fig, "diverged:trials")
     assert marker.tolist() == [[3.0, 0.5]]  # epoch 3, last finite train loss (1/2 at epoch 2)
+    assert [ln.get_gid() for ln in fig.axes[0].lines if ln.get_gid() == "diverged:trials"]  # in the WD 0 panel
+    # one legend for the figure, outside the axes: no per-axes legend covers the curves
+    assert not [ax for ax in fig.axes if ax.get_legend()] and len(fig.legends) == 1
+    assert "lr=0.003" in [t.get_text() for t in fig.legends[0].get_texts()]
+
+
+def test_lr_drops_are_steps_not_a_cosine():
+    import pandas as pd
+
+    steps = np.arange(0, 1001, 100)
+    cosine = 0.1 * (0.1 + 0.9 * 0.5 * (1 + np.cos(np.pi * steps / 1000)))
+    step = np.where(steps <= 600, 0.1, 0.01)
+    frame = pd.DataFrame({"trial_id": ["c"] * len(steps) + ["s"] * len(steps), "step": np.tile(steps, 2),
+                          "lr": np.concatenate([cosine, step])})
+    assert figures._lr_drops(frame[frame["trial_id"] == "c"], "step") == []
+    assert figures._lr_drops(frame, "step") == [600.0]
 
 
 def test_norms_and_effective_lr_panels(stores):
     fig = figures.norms(stores["vision"].curves())
-    assert len(fig.axes) == 2
-    norm = fig.axes[0].lines[[ln.get_gid() for ln in fig.axes[0].lines].index("data:lr=0.01, weight_decay=0.001")]
-    np.testing.assert_allclose(norm.get_xydata()[:, 1], [10 + 0.5 * e for e in range(1, VISION_EPOCHS + 1)])
-    eff = [ln for ln in fig.axes[1].lines if ln.get_gid() == "data:lr=0.01, weight_decay=0.001"][0].get_xydata()
+    assert len(fig.axes) == 4  # two metrics × two weight decays
+    norm = xy(fig, "data:weight_norm:lr=0.01, weight_decay=0.001")
+    np.testing.assert_allclose(norm[:, 1], [10 + 0.5 * e for e in range(1, VISION_EPOCHS + 1)])
+    eff = xy(fig, "data:effective_lr:lr=0.01, weight_decay=0.001")
     expected = [(0.01 if e < 5 else 1e-4) / (10 + 0.5 * e) ** 2 for e in range(1, VISION_EPOCHS + 1)]
     np.testing.assert_allclose(eff[:, 1], expected)
-    assert fig.axes[1].get_yscale() == "log"
+    assert fig.axes[2].get_yscale() == "log" and "η/‖w‖²" in fig.axes[2].get_ylabel()
+    lm = figures.norms(stores["lm"].curves())  # the LM's effective LR is Adam's, not η/‖w‖²
+    assert "Adam" in [ax.get_ylabel() for ax in lm.axes if ax.get_ylabel().startswith("effective_lr")][0]
 
 
 def test_hessian_trace_uses_the_fine_tuned_copies(stores):
     fig = figures.hessian_trace(stores["vision"].curves())
     assert [ax.get_ylabel().split()[0] for ax in fig.axes if ax.get_ylabel()] == ["finetune_hessian_trace", "hessian_trace"]
-    branch = [ln for ln in fig.axes[0].lines if ln.get_gid() == "data:lr=0.1, weight_decay=0"][0].get_xydata()
+    branch = xy(fig, "data:finetune_hessian_trace:lr=0.1, weight_decay=0")
     np.testing.assert_allclose(branch, [[e, 50 * 0.1 * e] for e in VISION_BRANCH_EPOCHS])
+
+
+def test_finetune_branches_are_seed_means_per_branch_epoch(stores):
+    fig = figures.finetune_branches(stores["vision"].curves())
+    assert [ax.get_title() for ax in fig.axes] == ["WD 0", "WD 0.001"]
+    line = xy(fig, "data:lr=0.03, weight_decay=0.001")
+    final = seed_mean(lambda s: vision_error(0.03, 1e-3, s))
+    np.testing.assert_allclose(line, [[e, final + 0.004 * (VISION_BRANCH_EPOCHS[-1] - e)] for e in VISION_BRANCH_EPOCHS])
+    for epoch, low, high in bars(fig, "spread:lr=0.03, weight_decay=0.001"):
+        offset = 0.004 * (VISION_BRANCH_EPOCHS[-1] - epoch)
+        assert low == pytest.approx(vision_error(0.03, 1e-3, 0) + offset)
+        assert high == pytest.approx(vision_error(0.03, 1e-3, 2) + offset)
+    assert "Figs. 2–3" in fig.get_suptitle()
 
 
 def test_ema_vs_plain_pairs_each_grid_point(stores):
@@ -113,6 +181,10 @@ def test_chinchilla_curves_differences_and_crossing(stores):
     np.testing.assert_allclose(diff[:, 1], [0.03 * (LM_CROSSING_STEP - s) / LM_CROSSING_STEP for s in LM_STEPS], atol=1e-12)
     crossing = [ln for ln in fig.axes[2].lines if ln.get_gid() == "crossing:weight_decay=0.3"][0].get_xydata()
     assert crossing[0, 0] == pytest.approx(LM_CROSSING_STEP * 1024) and crossing[0, 1] == 0
+    # each seed's own paired difference is drawn too (here they equal the mean: the seed offsets cancel)
+    for seed in SEEDS:
+        one = [ln for ln in fig.axes[2].lines if ln.get_gid() == f"seed-diff:weight_decay=0.3:seed={seed}"][0]
+        np.testing.assert_allclose(one.get_xydata(), diff, atol=1e-12)
     # the constant column has no crossing
     assert not [ln for ln in fig.axes[3].lines if (ln.get_gid() or "").startswith("crossing")]
     assert [ax.get_title() for ax in fig.axes[:2]] == ["cosine schedule", "constant schedule"]
@@ -122,6 +194,7 @@ def test_train_val_gap_figure(stores):
     fig = figures.train_val_gap(stores["lm"].curves(), epsilon=0.05)
     for schedule in ("cosine", "constant"):
         np.testing.assert_allclose(xy(fig, f"data:schedule={schedule}"), [[0.0, 0.01], [0.3, 0.01]])
+        assert len(xy(fig, f"seeds:schedule={schedule}")) == 2 * len(SEEDS)  # every seed's own gap
     assert {ln.get_ydata()[0] for ln in fig.axes[0].lines if ln.get_gid() == "epsilon"} == {0.05, -0.05}
 
 

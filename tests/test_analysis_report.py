@@ -32,10 +32,12 @@ def test_report_writes_every_file_it_lists(tmp_path, capsys):
     out = capsys.readouterr().out
     folder = os.path.join(storage, "vision")
     assert f"report: {os.path.join(folder, 'report.md')}" in out
-    assert "verdicts: 2 pass, 1 fail, 4 not-applicable" in out and "FAIL WD helps only at large LR" in out
+    assert "verdicts: 3 pass, 1 fail, 4 not-applicable" in out and "FAIL WD helps only at large LR" in out
+    assert "WD also helps at the smallest LR 0.003" in out  # the synthetic WD arm helps everywhere
     text = open(os.path.join(folder, "report.md")).read()
     files = linked_files(text)
-    expected_keys = ["ushape", "heatmap", "train_loss", "norms", "hessian_trace", "ema", "status_map", "isolation", "top_k"]
+    expected_keys = ["ushape", "ushape_finetune", "finetune_branches", "heatmap", "train_loss", "norms", "hessian_trace",
+                     "ema", "status_map", "isolation", "top_k"]
     assert files == {f"figures/{k}.{ext}" for k in expected_keys for ext in ("png", "svg")}
     for name in files:
         data = open(os.path.join(folder, name), "rb").read()
@@ -43,8 +45,12 @@ def test_report_writes_every_file_it_lists(tmp_path, capsys):
         assert len(data) > 5000
     # the verdict table: every claim, applicable ones first, with numbers and thresholds
     table = [line for line in text.splitlines() if line.startswith("| U-shape") or line.startswith("| bf16")]
-    assert "**pass**" in table[0] and "minimum 3.00% at LR 0.03" in table[0] and "delta=0.005" in table[0]
-    assert "not-applicable" in table[1] and "no precision in the config" in table[1]
+    # the two protocols, each on its own metric: the run's error after its decay, the last fine-tuned branch
+    assert table[0].startswith("| U-shape after the LR decay (Fig. 1") and "**pass**" in table[0]
+    assert "minimum 4.00% at LR 0.03" in table[0] and "delta=0.005" in table[0]
+    assert table[1].startswith("| U-shape of the fine-tuned copies (Figs. 2–3") and "**pass**" in table[1]
+    assert "branches from epoch 4: WD 0.001" in table[1] and "minimum 3.00% at LR 0.03" in table[1]
+    assert "not-applicable" in table[2] and "no precision in the config" in table[2]
     # figures that do not apply are listed with their reason, never silently skipped
     assert "- `chinchilla_val_loss`" in text and "not the LM regime" in text
     assert "- `divergence_curves`" in text and "needs ≥ 2 precisions" in text
@@ -115,7 +121,7 @@ def test_any_subset_of_metrics_gives_verdicts_and_figures_without_crashing(tmp_p
     study = load_study(kind, storage)
     finals, curves = study.finals(), study.curves()
     found = study_verdicts(study, finals, curves)
-    assert len(found) == 7 and all(v.status in ("pass", "fail", "not-applicable") and v.reason for v in found)
+    assert len(found) == 8 and all(v.status in ("pass", "fail", "not-applicable") and v.reason for v in found)
     plan = figure_plan(study, finals, curves)
     for item in plan:
         assert (item.draw is None) != (item.reason is None)

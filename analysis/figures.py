@@ -2,9 +2,10 @@
 
 Each function takes DataFrames (``finals`` / ``curves`` / ``trials`` from
 ``analysis.load``) and returns a ``matplotlib.figure.Figure``. The plotted data can be
-checked: every data line has a ``gid`` starting with ``data:`` and a label, and its
-``get_xydata()`` is the DataFrame values it was drawn from (seed means where seeds
-exist). The seed spread is drawn as the range over seeds (min–max error bars on final
+checked: every data line has a ``gid`` starting with ``data:`` (``data:<metric>:`` in
+figures with a row per metric) and a label, and its ``get_xydata()`` is the DataFrame
+values it was drawn from (seed means where seeds exist); error bars are collections with
+a ``spread:`` gid. The seed spread is drawn as the range over seeds (min–max error bars on final
 values, a shaded band on curves): with 2–3 seeds a t-interval is wider than the data
 and says nothing a reader can see, while the range is the data themselves and stays
 inside the metric's valid range (an error is never below 0).

@@ -41,7 +41,7 @@ CROSSING = dict(marker="o", markersize=10, markerfacecolor="none", markeredgecol
                 markeredgewidth=1.6, linestyle="none", zorder=7)
 LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 MAX_PANELS = 6  # weight decays drawn as side-by-side panels; more go on one axes
-LOG_RATIO = 6.0  # an error axis turns logarithmic when max/min exceeds this
+LOG_RATIO = 4.0  # an error axis turns logarithmic when max/min exceeds this
 HEATMAP_LOG_RATIO = 2.5  # a heat map's colour scale, likewise: one bad corner must not wash out the rest
 
 
@@ -101,6 +101,8 @@ class Percent(Formatter):
 
     def format_ticks(self, values):
         v = 100 * np.asarray(values, dtype=float)
+        if len(v) and (v > 0).all() and v.max() / v.min() >= 3:  # log-like ticks: 3%, 5%, 10%, 1.5%
+            return [f"{x:.3g}%" for x in v]
         steps = np.diff(np.sort(v))
         step = float(steps[steps > 0].min()) if (steps > 0).any() else 1.0
         decimals = 0 if step >= 1 else min(3, math.ceil(-math.log10(step) - 1e-9))
@@ -126,7 +128,9 @@ def _format_y(ax, metric: str, label: str | None = None) -> None:
         return
     ax.set_ylabel(f"{metric} (%)" if label is None else label)
     if log:
-        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 2.0, 3.0, 5.0)))
+        low, high = ax.get_ylim()
+        narrow = 0 < low and high / low < 10  # within a decade: label 3%, 4%, 5%, 7%, 10%
+        ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0) if narrow else (1.0, 2.0, 5.0)))
         ax.yaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_major_formatter(Percent())
 
@@ -153,10 +157,15 @@ def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
 
 
 def _lr_axis(ax, data) -> None:
-    """Learning rates on a log axis whenever they are positive and not all equal."""
+    """Learning rates on a log axis whenever they are positive and not all equal, ticked
+    at the grid's own values when there are few (0.003, 0.01, … rather than 10⁻²)."""
     x = _finite(data)
     if len(x) and (x > 0).all() and x.max() > x.min():
         ax.set_xscale("log")
+        grid = np.unique(x)
+        if len(grid) <= 10:
+            ax.set_xticks(grid, [fmt(float(v)) for v in grid])
+            ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _limits(ax, low: float, high: float, *, log: bool, floor: float | None = None) -> None:
@@ -186,14 +195,14 @@ def _clip(ax, data, log: bool = False) -> float:
     return top + 0.12 * (top - bottom) if top > bottom else top + 0.1 * max(abs(top), 1e-12)
 
 
-def _mark_diverged(ax, xs, ys, clip: float, note: str = "") -> None:
+def _mark_diverged(ax, xs, ys, clip: float, note: str = "", label: str | None = None) -> None:
     """Red X markers at (x, min(y, clip)) for diverged trials; NaN y goes to the clip value."""
     xs = np.asarray(xs, dtype=float)
     ys = np.asarray(ys, dtype=float)
     if len(xs) == 0:
         return
     ys = np.where(np.isfinite(ys), np.minimum(ys, clip), clip)
-    ax.plot(xs, ys, label=note or "diverged (last finite value, clipped to the top)",
+    ax.plot(xs, ys, label=label or note or "diverged (last finite value, clipped to the top)",
             gid="diverged:" + (note or "trials"), **DIVERGED)
     low, high = ax.get_ylim()
     top = clip * 1.2 if ax.get_yscale() == "log" else clip + 0.06 * (clip - low)
@@ -427,7 +436,8 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
     div = agg[agg["n_diverged"] > 0]
     if len(div):
         clip = _clip(ax, agg["max"], log=log)
-        _mark_diverged(ax, div[xcol].to_numpy(dtype=float), np.full(len(div), np.nan), clip)
+        _mark_diverged(ax, div[xcol].to_numpy(dtype=float), np.full(len(div), np.nan), clip,
+                       label="seeds diverged (k/n), drawn above the data")
         for _, row in div.iterrows():
             ax.annotate(f"{int(row['n_diverged'])}/{int(row['n_trials'])}", (row[xcol], clip), textcoords="offset points",
                         xytext=(6, -3), fontsize=7, color="crimson")
@@ -530,6 +540,9 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
         if log:
             ax.set_yscale("log")
         ax.set_title(f"WD {fmt(p)}" if p is not None else value, fontsize=10)
+        branch_x = sorted(spread[x].astype(float).unique())
+        if 0 < len(branch_x) <= 12:
+            ax.set_xticks(branch_x, [fmt(v) for v in branch_x])
         ax.set_xlabel(f"{x} the copy branched from")
         ax.grid(alpha=0.3)
     _limits(axs[0, 0], lo, hi, log=log, floor=0.0 if (_is_error(value) and not log) else None)
@@ -830,6 +843,9 @@ def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: 
     if span > 0:
         ax.set_ylim(-1.15 * span, 1.15 * span)
     seeds = int(agg["n"].max()) if len(agg) else 0
+    if wd in agg and 0 < agg[wd].nunique() <= 8:
+        grid = sorted(agg[wd].astype(float).unique())
+        ax.set_xticks(grid, [fmt(v) for v in grid])
     ax.set_xlabel("weight_decay")
     ax.set_ylabel("val_loss − train_loss at the end")
     _title(ax, title or "final train–validation gap vs weight decay"
@@ -976,11 +992,15 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
             _lr_axis(ax, positions)
         elif numeric:
             _log_if_wide(ax, "x", positions)
+            if len(positions) <= 8:  # tick the grid's own values: no crowded 0.00025 steps
+                ax.set_xticks(positions, [fmt(v) for v in vals])
+                ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.set_xticks(positions, [fmt(v) for v in vals])
         if div_x:
             clip = _clip(ax, best_y)
-            _mark_diverged(ax, div_x, np.full(len(div_x), np.nan), clip)
+            _mark_diverged(ax, div_x, np.full(len(div_x), np.nan), clip,
+                           label="trials diverged (k/n), drawn above the data")
             for pos, (k, n) in zip(div_x, div_n):
                 ax.annotate(f"{k}/{n}", (pos, clip), textcoords="offset points", xytext=(5, -3), fontsize=7, color="crimson")
         others = [_name(c) for c in by if c != axis]
@@ -988,7 +1008,7 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
         ax.set_xlabel(_name(axis))
         _format_y(ax, value)
         ax.grid(alpha=0.3)
-    _legend(axs[0, 0])
+    _figure_legend(fig, axs[0])
     _suptitle(fig, title or (f"isolation: best {value} per value of each axis, {mode}imised over the other axes"
                            + (f" (mean over {seeds} seeds first)" if seeds > 1 else "") + _left_out_note(finals)),
                  fontsize=10)

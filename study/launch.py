@@ -230,6 +230,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
     """
     if overwrite and resume:
         raise LaunchError("--overwrite and --resume exclude each other: replace the study, or continue it")
+    spec.check_inputs()
     store = StudyStore(storage, spec.name)
     _refuse_if_running(store)
     if store.exists():

@@ -96,6 +96,19 @@ class StudySpec:
         """The full config of every trial: fixed values overlaid with its grid point."""
         return [{**self.config, **point} for point in self.grid()]
 
+    def check_inputs(self) -> None:
+        """Raise ``SpecError`` when a trial lacks an input the spec may leave to ``--set``
+        (a data folder): checked before a launch, not when a spec loads or dry-runs."""
+        config_class = get_trainable(self.trainable).config_class()
+        if not hasattr(config_class, "check_inputs"):
+            return
+        for trial in self.trial_configs():
+            try:
+                config_class(**trial).check_inputs()
+            except ConfigError as exc:
+                where = "axes" if exc.key in self.axes else "config"
+                raise SpecError(f"{self.source}: {where}.{exc.key}: {exc.message}") from None
+
     @property
     def num_trials(self) -> int:
         n = 1
@@ -258,6 +271,8 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
             raise fail(key, f"repeated values in {values!r}")
         axes[axis] = tuple(checked)
 
+    _check_trials(config_class, config, axes, fail)
+
     search = data.get("search", "grid")
     if search not in SEARCHES:
         raise fail("search", f"unknown search {search!r}; choose one of {', '.join(SEARCHES)}")
@@ -306,6 +321,20 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
     )
+
+
+def _check_trials(config_class: type, config: dict, axes: dict, fail) -> None:
+    """Build every trial's config, so that a combination of values the trainable refuses
+    (e.g. a CIFAR model on the 1-D dataset) fails here, before anything is launched."""
+    names = list(axes)
+    for combo in itertools.product(*(axes[n] for n in names)):
+        point = dict(zip(names, combo))
+        try:
+            config_class(**config, **point)
+        except ConfigError as exc:
+            where = f"axes.{exc.key}" if exc.key in point else f"config.{exc.key}"
+            trial = f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})" if len(point) else ""
+            raise fail(where, exc.message + trial) from None
 
 
 def _mapping(value: Any, key: str, fail) -> dict:

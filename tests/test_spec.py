@@ -17,6 +17,14 @@ axes:
   weight_decay: [0.0, 0.1]
 """
 
+VISION = """\
+name: good-vision
+trainable: vision
+config: {epochs: 4}
+axes:
+  lr: [0.1]
+"""
+
 BAD_SPECS = [
     ("unknown top-level key", GOOD + "axis: {lr: [1]}\n", "axis: unknown key"),
     ("unknown trainable", GOOD.replace("trainable: lm", "trainable: resnet9000"), "trainable: unknown trainable 'resnet9000'"),
@@ -42,6 +50,28 @@ BAD_SPECS = [
     ("bad study name", GOOD.replace("name: good", "name: ../escape"), "name: '../escape' is not a valid study name"),
     ("not a mapping", "- just\n- a list\n", "a spec must be a YAML mapping"),
     ("bad stop key", GOOD + "stop: {epochs: 3}\n", "stop.epochs: not a reported metric"),
+    # combinations the trainable refuses, found by building every trial's config before launch
+    ("adam with weight decay", GOOD + "  optimizer: [adamw, adam]\n",
+     "axes.weight_decay: optimizer adam has no weight decay (the paper's 'Adam' is AdamW with weight_decay 0); "
+     "use optimizer adamw for decoupled decay, or l2_penalty for coupled L2 (in the trial with lr=0.001, "
+     "weight_decay=0.1, optimizer='adam')"),
+    ("image model on mnist1d", VISION + "  model: [cnn1d-si, preact-resnet18]\n",
+     "axes.model: preact-resnet18 is for 32×32 images (cifar10, cifar100), not mnist1d"),
+    ("cifar without data_dir", VISION.replace("epochs: 4}", "epochs: 4, dataset: cifar10, model: vgg11}"),
+     "config.data_dir: dataset cifar10 needs data_dir"),  # at launch (a dry-run of the preset works)
+    ("OpenWebText without data_dir", GOOD.replace("steps: 4}", "steps: 4, dataset: bin}"),
+     "config.data_dir: dataset bin needs data_dir"),
+    ("relative data_dir", VISION.replace("epochs: 4}", "epochs: 4, dataset: cifar10, model: vgg11, data_dir: data}"),
+     "config.data_dir: 'data' is not an absolute path"),
+    ("projection on VGG", VISION.replace("epochs: 4}", "epochs: 4, dataset: cifar10, model: vgg11, data_dir: /d, "
+                                         "projection: global}"), "config.projection: model vgg11 has no scale-invariant layers"),
+    ("global projection on a partly invariant net", VISION.replace(
+        "epochs: 4}", "epochs: 4, dataset: cifar10, model: preact-resnet18, data_dir: /d}") + "  projection: [none, global]\n",
+     "axes.projection: global projection rescales every trainable parameter"),
+    ("augment on mnist1d", VISION + "  augment: [true]\n", "axes.augment: random crop + flip is for CIFAR images"),
+    ("LR drop after the end", VISION + "  decay_epoch: [2, 4]\n", "axes.decay_epoch: 4 >= epochs 4: the LR would never drop"),
+    ("warm-up as long as the run", VISION.replace("epochs: 4}", "epochs: 4, warmup_epochs: 4}"),
+     "config.warmup_epochs: 4 >= epochs 4"),
 ]
 
 
@@ -122,3 +152,14 @@ def test_spec_error_is_one_line():
     with pytest.raises(SpecError) as info:
         load_spec("quickstart", ["axes.weight_decay=[]"])
     assert "\n" not in str(info.value)
+
+
+def test_a_preset_that_needs_data_dry_runs_but_does_not_launch_without_it(tmp_path, capsys):
+    storage = tmp_path / "store"
+    assert main(["launch", "ushape", "--dry-run"]) == 0
+    assert "trials" in capsys.readouterr().out
+    assert main(["launch", "ushape", "--storage", str(storage)]) == 2
+    err = capsys.readouterr().err
+    assert err == ("error: preset ushape: config.data_dir: dataset cifar10 needs data_dir, the absolute path of a "
+                   "folder with the CIFAR python pickle batches (--set data_dir=/absolute/path)\n")
+    assert not storage.exists()

@@ -456,7 +456,8 @@ def test_divergence_is_a_result():
 
 @pytest.mark.parametrize("extra, key", [
     ({"model": "vgg16"}, "model"),
-    ({"projection": "global", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"}, "data_dir"),
+    ({"projection": "per_group", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"}, "data_dir"),
+    ({"projection": "global", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"}, "projection"),
     ({"augment": True}, "augment"),
     ({"decay_epoch": 9}, "decay_epoch"),
     ({"batch_size": 1000}, "batch_size"),

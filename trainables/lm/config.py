@@ -62,11 +62,8 @@ class LMConfig:
         if self.optimizer == "adam" and self.weight_decay > 0:
             raise ConfigError("weight_decay", "optimizer adam has no weight decay (the paper's 'Adam' is AdamW with "
                                               "weight_decay 0); use optimizer adamw for decoupled decay, or l2_penalty for coupled L2")
-        if self.dataset == "bin":
-            if not self.data_dir:
-                raise ConfigError("data_dir", "dataset bin needs data_dir, a folder with nanoGPT's train.bin and val.bin")
-            if not os.path.isabs(os.path.expanduser(self.data_dir)):
-                raise ConfigError("data_dir", f"{self.data_dir!r} is relative; give an absolute path (trials run in their own folders)")
+        if self.dataset == "bin" and self.data_dir and not os.path.isabs(os.path.expanduser(self.data_dir)):
+            raise ConfigError("data_dir", f"{self.data_dir!r} is relative; give an absolute path (trials run in their own folders)")
         if self.batch_tokens:
             micro = self.batch_size * self.context
             if self.grad_accum != 1:
@@ -75,6 +72,13 @@ class LMConfig:
                 raise ConfigError("batch_tokens", f"{self.batch_tokens} is not a multiple of batch_size * context = {micro}")
         if self.ema_decay == 1:
             raise ConfigError("ema_decay", "1 would keep the average at the initial weights; use a value in [0, 1)")
+
+    def check_inputs(self) -> None:
+        """What the run reads from outside the spec; checked at launch, not when a spec loads,
+        so that a preset which leaves data_dir to ``--set`` lists and dry-runs anywhere."""
+        if self.dataset == "bin" and not self.data_dir:
+            raise ConfigError("data_dir", "dataset bin needs data_dir, a folder with nanoGPT's train.bin and val.bin "
+                                          "(--set data_dir=/absolute/path)")
 
     @property
     def accumulation(self) -> int:

@@ -9,10 +9,14 @@ and the small scale-invariant CNN so that a bare config runs anywhere.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
-from trainables.registry import param
+from trainables.registry import ConfigError, param
+
+SIGNAL_MODELS = ("cnn1d-si",)  # 1-D signals (mnist1d); every other model takes 32×32 images
+NO_SCALE_INVARIANT_LAYERS = ("vgg11", "vgg16")  # no normalisation after any conv: nothing to project
 
 
 @dataclass(frozen=True)
@@ -74,3 +78,37 @@ class VisionConfig:
     checkpoint_every: int = param(0, ge=0, help="epochs between checkpoints (taken at report epochs); 0 = only when asked")
     device: str = param("auto", help="auto, cpu, cuda, cuda:N")
     threads: int = param(0, ge=0, help="torch CPU threads; 0 = the trial's CPUs")
+
+    def __post_init__(self):
+        """Checks that involve more than one field (each field alone is checked by build_config)."""
+        images = self.dataset != "mnist1d"
+        if self.model in SIGNAL_MODELS and images:
+            raise ConfigError("model", f"{self.model} is for 1-D signals (dataset mnist1d), not {self.dataset}; "
+                                       f"for images use vgg11, vgg16, preact-resnet18 or preact-resnet18-si")
+        if self.model not in SIGNAL_MODELS and not images:
+            raise ConfigError("model", f"{self.model} is for 32×32 images (cifar10, cifar100), not mnist1d; "
+                                       f"for mnist1d use cnn1d-si")
+        if images and self.data_dir and not os.path.isabs(self.data_dir):
+            raise ConfigError("data_dir", f"{self.data_dir!r} is not an absolute path; give one "
+                                          f"(Ray runs each trial in its own working folder)")
+        if self.augment and not images:
+            raise ConfigError("augment", "random crop + flip is for CIFAR images; mnist1d has no augmentation")
+        if self.projection != "none" and self.model in NO_SCALE_INVARIANT_LAYERS:
+            raise ConfigError("projection", f"model {self.model} has no scale-invariant layers to project; "
+                                            f"use cnn1d-si, preact-resnet18(-si) or projection: none")
+        if self.projection == "global" and not (self.model in SIGNAL_MODELS or self.model.endswith("-si")):
+            raise ConfigError("projection", f"global projection rescales every trainable parameter, which changes "
+                                            f"the function of {self.model} (not all of it is scale-invariant); "
+                                            f"use a -si model or projection: per_group")
+        if self.schedule == "step" and self.decay_epoch >= self.epochs:
+            raise ConfigError("decay_epoch", f"{self.decay_epoch} >= epochs {self.epochs}: the LR would never drop; "
+                                             f"lower it or use schedule: constant")
+        if self.warmup_epochs >= self.epochs:
+            raise ConfigError("warmup_epochs", f"{self.warmup_epochs} >= epochs {self.epochs}")
+
+    def check_inputs(self) -> None:
+        """What the run reads from outside the spec; checked at launch, not when a spec loads,
+        so that a preset which leaves data_dir to ``--set`` lists and dry-runs anywhere."""
+        if self.dataset != "mnist1d" and not self.data_dir:
+            raise ConfigError("data_dir", f"dataset {self.dataset} needs data_dir, the absolute path of a folder with "
+                                          f"the CIFAR python pickle batches (--set data_dir=/absolute/path)")

@@ -214,20 +214,8 @@ def derived_generator(device: torch.device, *parts: int) -> torch.Generator:
 # ---------------------------------------------------------------- the run
 
 
-def check_config(cfg: VisionConfig) -> None:
-    """Checks that involve more than one field (each field alone is checked by build_config)."""
-    if cfg.augment and cfg.dataset == "mnist1d":
-        raise ConfigError("augment", "random crop + flip is for CIFAR images; mnist1d has no augmentation")
-    if cfg.schedule == "step" and cfg.decay_epoch >= cfg.epochs:
-        raise ConfigError("decay_epoch", f"{cfg.decay_epoch} >= epochs {cfg.epochs}: the LR would never drop; "
-                                         f"lower it or use schedule: constant")
-    if cfg.warmup_epochs >= cfg.epochs:
-        raise ConfigError("warmup_epochs", f"{cfg.warmup_epochs} >= epochs {cfg.epochs}")
-
-
 def run(config: dict, session: Session) -> None:
-    cfg = build_config(VisionConfig, config)
-    check_config(cfg)
+    cfg = build_config(VisionConfig, config)  # also the checks across fields (VisionConfig.__post_init__)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

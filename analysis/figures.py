@@ -32,7 +32,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import EngFormatter, Formatter, FuncFormatter, LogLocator, NullFormatter
 
-from analysis.load import CONFIG, SEED, column, fmt, has_values, values, varied_axes, x_column
+from analysis.load import CONFIG, SEED, column, finite_points, fmt, has_values, values, varied_axes, x_column
 from analysis.verdicts import final_pairs, find_crossing
 
 DIVERGED = dict(marker="X", color="crimson", linestyle="none", markersize=9, zorder=6,
@@ -302,14 +302,9 @@ def curve_spread(curves: pd.DataFrame, y: str, x: str, by: Sequence[str],
     """Per group of ``by`` and value of ``x``: ``mean``, ``min``, ``max`` and ``n`` of ``y``
     over the seeds (trials of the given statuses with a finite value)."""
     by = list(by)
-    data = curves
-    if "status" in data and statuses is not None:
-        data = data[data["status"].astype(str).isin(list(statuses))]
-    if y not in data or x not in data:
+    data = finite_points(curves, y, x, by, statuses)
+    if data is None:
         return pd.DataFrame(columns=[*by, x, "mean", "min", "max", "n"])
-    data = data[[*by, x, y]].copy()
-    data[y] = pd.to_numeric(data[y], errors="coerce")
-    data = data[np.isfinite(data[y].to_numpy(dtype=float, na_value=np.nan)) & data[x].notna()]
     out = (data.groupby([*by, x], observed=True, sort=True)[y].agg(["mean", "min", "max", "count"])
            .reset_index().rename(columns={"count": "n"}))
     return _keep_order(out, curves, by)

@@ -230,6 +230,20 @@ def aggregate_seeds(frame: pd.DataFrame, value: str, by: Sequence[str] | None = 
     return out.reset_index(drop=True)
 
 
+def finite_points(curves_frame: pd.DataFrame, y: str, x: str, groups: Sequence[str],
+                  statuses: Sequence[str] | None = ("finished",)) -> pd.DataFrame | None:
+    """The ``groups``, ``x`` and numeric ``y`` columns of the rows of trials with the given
+    statuses where ``y`` is finite and ``x`` is set; None when ``x`` or ``y`` is not a column."""
+    data = curves_frame
+    if "status" in data and statuses is not None:
+        data = data[data["status"].astype(str).isin(list(statuses))]
+    if y not in data or x not in data:
+        return None
+    data = data[[*groups, x, y]].copy()
+    data[y] = pd.to_numeric(data[y], errors="coerce")
+    return data[np.isfinite(data[y].to_numpy(dtype=float, na_value=np.nan)) & data[x].notna()]
+
+
 def seed_mean_curves(curves_frame: pd.DataFrame, y: str, x: str, by: Sequence[str] | None = None,
                      statuses: Sequence[str] = ("finished",), confidence: float = CONFIDENCE) -> pd.DataFrame:
     """Mean of ``y`` over seeds at each ``x`` per group (trials of the given statuses only).
@@ -238,14 +252,9 @@ def seed_mean_curves(curves_frame: pd.DataFrame, y: str, x: str, by: Sequence[st
     ``ci_low``/``ci_high`` (Student t; NaN with one seed), sorted by group then ``x``.
     """
     groups = _group_columns(curves_frame, by)
-    data = curves_frame
-    if "status" in data and statuses is not None:
-        data = data[data["status"].astype(str).isin(list(statuses))]
-    if y not in data or x not in data:
+    data = finite_points(curves_frame, y, x, groups, statuses)
+    if data is None:
         return pd.DataFrame(columns=[*groups, x, "mean", "n", "ci_low", "ci_high"])
-    data = data[[*groups, x, y]].copy()
-    data[y] = pd.to_numeric(data[y], errors="coerce")
-    data = data[np.isfinite(data[y].to_numpy(dtype=float, na_value=np.nan)) & data[x].notna()]
     rows = []
     for key, part in data.groupby([*groups, x], observed=True, sort=True):
         key = key if isinstance(key, tuple) else (key,)

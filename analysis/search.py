@@ -321,16 +321,17 @@ def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None 
     best = table[f"best_{axis}"].to_numpy(dtype=float)
     low, high = table[f"{axis}_min"].to_numpy(dtype=float), table[f"{axis}_max"].to_numpy(dtype=float)
     ax = axs[0, 0]
-    ax.errorbar(positions, best, yerr=[best - low, high - best], fmt="o-", capsize=4, color="tab:blue",
-                label=f"best {axis} (geometric mean over seeds; bar: min–max)", gid=f"data:best_{axis}")
+    ax.errorbar(positions, best, yerr=[best - low, high - best], fmt="none", capsize=4, color="tab:blue")
+    ax.plot(positions, best, "o-", color="tab:blue", label=f"best {axis} (geometric mean over seeds; bar: min–max)",
+            gid=f"data:best_{axis}")
     ax.set_yscale("log" if (low > 0).all() else "linear")
     ax.set_ylabel(f"best {axis}")
     mean = table["best_mean"].to_numpy(dtype=float)
     half = (table["best_ci_high"] - table["best_mean"]).to_numpy(dtype=float)
     ax2 = axs[0, 1]
-    ax2.errorbar(positions, mean, yerr=np.where(np.isfinite(half), half, 0), fmt="s-", capsize=4, color="tab:green",
-                 label=f"best {metric} (mean; bar: {int(CONFIDENCE * 100)}% t-interval over seeds)",
-                 gid="data:best_value")
+    ax2.errorbar(positions, mean, yerr=np.where(np.isfinite(half), half, 0), fmt="none", capsize=4, color="tab:green")
+    ax2.plot(positions, mean, "s-", color="tab:green",
+             label=f"best {metric} (mean; bar: {int(CONFIDENCE * 100)}% t-interval over seeds)", gid="data:best_value")
     _format_y(ax2, f"best {metric}")
     for a in (ax, ax2):
         if by_col is not None:

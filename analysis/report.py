@@ -13,7 +13,7 @@ import io
 import json
 import posixpath
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import matplotlib
@@ -143,7 +143,8 @@ def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> li
     items.append(FigureItem("best_per_point", f"Best {axis or 'searched value'} per "
                             f"{', '.join(point_axes) or 'search'}, with its spread over seeds",
                             (lambda: search.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
-                                                                  metric)) if ok else None,
+                                                                  metric, search.search_bounds(study.spec, axis)))
+                            if ok else None,
                             None if ok else (no_metric if not has_metric else "no numeric searched axis, or no "
                                              "finished trial")))
     ranged = search.searched_axes(study.spec)
@@ -211,6 +212,12 @@ def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> 
         verdicts.bf16_divergence(finals),
         verdicts.best_not_on_edge(finals, study.metric, study.mode),
     ]
+    searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
+    if searched:  # the claims that compare grid points at fixed learning rates / weight decays
+        why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
+               f"at fixed values (see the Search section)")
+        found[:4] = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}) for v in found[:4]]
+        found[5] = replace(found[5], status=NOT_APPLICABLE, reason=why, numbers={})
     return sorted(found, key=lambda v: v.status == NOT_APPLICABLE)
 
 

@@ -248,6 +248,15 @@ def study_summary(study: Study, baseline: Study | None = None, tolerance: float 
                    baseline=base)
 
 
+def search_bounds(spec: dict, axis: str) -> tuple[float, float] | None:
+    """The (low, high) of a searched range axis of a spec, None for a choice or a grid axis."""
+    entry = (spec.get("axes") or {}).get(axis)
+    if not isinstance(entry, dict) or "choice" in entry:
+        return None
+    low, high = next(iter(entry.values()))
+    return float(low), float(high)
+
+
 def study_best_per_point(study: Study) -> pd.DataFrame | None:
     """``best_per_point`` over the study's first searched numeric axis (``lr`` when searched)."""
     searched = searched_axes(study.spec)
@@ -307,9 +316,11 @@ def search_progress(progress_frame: pd.DataFrame, metric: str, mode: str = "min"
 
 
 def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None = None,
-                          metric: str = "value", title: str | None = None) -> Figure:
-    """Left: the best ``axis`` value per grid point (geometric mean over seeds, min–max bar, a dot
-    per seed's search); right: the best ``metric`` found, mean with its t-interval over seeds."""
+                          metric: str = "value", bounds: tuple[float, float] | None = None,
+                          title: str | None = None) -> Figure:
+    """Left: the best ``axis`` value per grid point (geometric mean over seeds, min–max bar), on
+    the searched range ``bounds`` when given; right: the best ``metric`` found, mean with its
+    t-interval over seeds."""
     fig, axs = _figure(1, 2, width=5.0, height=3.8)
     by_col = column(by) if by else None
     if by_col is not None and by_col in table:
@@ -324,8 +335,10 @@ def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None 
     ax.errorbar(positions, best, yerr=[best - low, high - best], fmt="none", capsize=4, color="tab:blue")
     ax.plot(positions, best, "o-", color="tab:blue", label=f"best {axis} (geometric mean over seeds; bar: min–max)",
             gid=f"data:best_{axis}")
-    ax.set_yscale("log" if (low > 0).all() else "linear")
-    ax.set_ylabel(f"best {axis}")
+    ax.set_yscale("log" if (low > 0).all() and (bounds is None or bounds[0] > 0) else "linear")
+    if bounds is not None:  # where in the searched range the best values lie
+        ax.set_ylim(*bounds)
+    ax.set_ylabel(f"best {axis}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
     mean = table["best_mean"].to_numpy(dtype=float)
     half = (table["best_ci_high"] - table["best_mean"]).to_numpy(dtype=float)
     ax2 = axs[0, 1]

@@ -113,8 +113,8 @@ def run_grid(key: str, task: dict, storage: str):
 
 
 def rung_correlation(result, metric: str, time_attr: str, rung: float) -> float:
-    """Spearman correlation, over the grid's finished trials, between the metric at ASHA's first
-    rung and the final metric: how well the first stopping decision predicts the end."""
+    """Spearman correlation, over the grid's finished trials, between the metric at ``rung`` (e.g.
+    ASHA's first) and the final metric: how well a stopping decision there predicts the end."""
     from scipy.stats import spearmanr
 
     metrics = result.metrics()
@@ -124,6 +124,12 @@ def rung_correlation(result, metric: str, time_attr: str, rung: float) -> float:
     at_rung = rows[rows[time_attr] >= rung].groupby("trial_id")[metric].first()
     final = trials.loc[at_rung.index, metric]
     return float(spearmanr(at_rung.to_numpy(), final.to_numpy()).statistic)
+
+
+def correlation_curve(result, metric: str, time_attr: str) -> dict[str, float]:
+    """``rung_correlation`` at every reported time of the grid's trials."""
+    times = sorted(result.metrics()[time_attr].dropna().unique())
+    return {f"{t:g}": round(rung_correlation(result, metric, time_attr, t), 3) for t in times}
 
 
 def machine() -> dict:
@@ -196,6 +202,7 @@ def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup
     return {"task": key, "what": task["what"], "metric": task["metric"], "grid": {
                 "lr": task["lr"], "weight_decay": task["weight_decay"], "trials": len(grid),
                 "finished": len(finished), "within_tolerance": near, "first_rung_spearman": rho,
+                "spearman_by_time": correlation_curve(grid_result, task["metric"], task["asha"]["time_attr"]),
                 # the grid itself in a random order reaches a point within the target after
                 # (n + 1) / (k + 1) trials on average (k of its n points are within it)
                 "shuffled_grid_expected_share": (len(grid) + 1) / ((near + 1) * len(grid)), "best": grid_best, "best_lr": float(best_config["config/lr"]),

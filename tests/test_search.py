@@ -162,7 +162,7 @@ def test_random_search_same_seed_same_configs(ray_session, tmp_path):
 # ---------------------------------------------------------------- an interrupted Optuna search resumes
 
 
-def _crash_search(storage, monkeypatch):
+def _crash_search(storage, monkeypatch):  # (see crashed_search)
     """An Optuna search whose driver 'dies' once a trial finished and another is past a checkpoint,
     with Ray Tune's state saved only at the start (the worst case, as in test_faults)."""
     from ray.tune import Callback
@@ -200,47 +200,61 @@ def _crash_search(storage, monkeypatch):
             launch(spec, storage=storage, stream=io.StringIO())
 
 
-def test_resume_of_an_interrupted_optuna_search_does_not_repeat_finished_trials(ray_session, tmp_path, monkeypatch):
-    storage = str(tmp_path / "store")
-    _crash_search(storage, monkeypatch)
-    store = StudyStore(storage, "crash")
-    before = store.read_trials().set_index("trial_id")
+@pytest.fixture(scope="module")
+def crashed_search(ray_session, tmp_path_factory):
+    """A store left by a driver that died mid-search, and what the store and Optuna held then."""
+    storage = str(tmp_path_factory.mktemp("crashed") / "store")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _crash_search(storage, monkeypatch)
+    before = StudyStore(storage, "crash").read_trials().set_index("trial_id")
+    asked = {study: [(t.number, t.params["lr"], t.state.name) for t in optuna_trials(storage, "crash", study)]
+             for study in ("crash/weight_decay=0", "crash/weight_decay=0.5")}
+    assert (before["status"] == "finished").sum() >= 2 and (before["status"] == "running").any()
+    return storage, before, asked
+
+
+def _resume_crashed(crashed_search, root: str, *, tune_state: bool):
+    storage, before, asked_before = crashed_search
+    shutil.copytree(storage, root)  # each test resumes its own copy (a moved study resumes too)
+    if not tune_state:  # the same crash, had Ray Tune saved nothing at all
+        shutil.rmtree(os.path.join(root, "crash", "tune"))
     finished = before.index[before["status"] == "finished"]
-    assert len(finished) >= 2 and (before["status"] == "running").any()
-    asked_before = {study: [(t.number, t.params["lr"], t.state.name) for t in optuna_trials(storage, "crash", study)]
-                    for study in ("crash/weight_decay=0", "crash/weight_decay=0.5")}
+    result = resume("crash", storage=root, stream=io.StringIO())
+    assert result.complete
+    after = result.trials().set_index("trial_id")
+    assert len(after) == 6 and (after["status"] == "finished").all()
+    for trial_id in finished:  # not run again
+        assert after.loc[trial_id, "ended_at"] == before.loc[trial_id, "ended_at"]
+        assert after.loc[trial_id, "restarts"] == 0
+    assert_exactly_once_and_as_uninterrupted(result.store)
+    lost_trials = [t for study in asked_before for t in optuna_trials(root, "crash", study) if t.user_attrs.get("lost")]
+    for study, earlier in asked_before.items():
+        trials = optuna_trials(root, "crash", study)
+        counted = [t for t in trials if not t.user_attrs.get("lost")]
+        assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
+        # what Optuna had asked before the crash continues: the same trials, not new draws
+        assert [(t.number, t.params["lr"]) for t in trials[:len(earlier)]] == [(n, lr) for n, lr, _ in earlier]
+        for lost in (t for t in trials if t.user_attrs.get("lost")):  # run again with the same LR
+            assert lost.state.name == "FAIL"
+            assert any(t.user_attrs.get("rerun_of") == lost.number and t.params == lost.params for t in counted)
+        # no LR ran twice, and every stored trial is one of Optuna's, with its value
+        wd = float(study.split("=")[1])
+        at_wd = after[after["config/weight_decay"] == wd].set_index("config/lr")
+        assert sorted(at_wd.index) == sorted(t.params["lr"] for t in counted)
+        assert all(t.value == at_wd.loc[t.params["lr"], "loss"] for t in counted)
+    return lost_trials
 
-    moved = str(tmp_path / "no-tune-state")  # the same crash, had Ray Tune saved nothing at all
-    shutil.copytree(storage, moved)
-    shutil.rmtree(os.path.join(moved, "crash", "tune"))
 
-    for root in (storage, moved):
-        result = resume("crash", storage=root, stream=io.StringIO())
-        assert result.complete
-        after = result.trials().set_index("trial_id")
-        assert len(after) == 6 and (after["status"] == "finished").all()
-        for trial_id in finished:  # not run again
-            assert after.loc[trial_id, "ended_at"] == before.loc[trial_id, "ended_at"]
-            assert after.loc[trial_id, "restarts"] == 0
-        assert_exactly_once_and_as_uninterrupted(result.store)
-        lost_trials = [t for study in asked_before for t in optuna_trials(root, "crash", study) if t.user_attrs.get("lost")]
-        if root == moved:  # no Ray Tune state: every trial Optuna had running was lost (and ran again)
-            running = sum(state == "RUNNING" for earlier in asked_before.values() for _, _, state in earlier)
-            assert len(lost_trials) == running >= (before["status"] == "running").sum()  # (+ one not yet started)
-        for study, earlier in asked_before.items():
-            trials = optuna_trials(root, "crash", study)
-            counted = [t for t in trials if not t.user_attrs.get("lost")]
-            assert len(counted) == 3 and all(t.state.name == "COMPLETE" for t in counted)
-            # what Optuna had asked before the crash continues: the same trials, not new draws
-            assert [(t.number, t.params["lr"]) for t in trials[:len(earlier)]] == [(n, lr) for n, lr, _ in earlier]
-            for lost in (t for t in trials if t.user_attrs.get("lost")):  # run again with the same LR
-                assert lost.state.name == "FAIL"
-                assert any(t.user_attrs.get("rerun_of") == lost.number and t.params == lost.params for t in counted)
-            # no LR ran twice, and every stored trial is one of Optuna's
-            wd = float(study.split("=")[1])
-            at_wd = after[after["config/weight_decay"] == wd].set_index("config/lr")
-            assert sorted(at_wd.index) == sorted(t.params["lr"] for t in counted)
-            assert all(t.value == at_wd.loc[t.params["lr"], "loss"] for t in counted)
+def test_resume_of_an_interrupted_optuna_search_does_not_repeat_finished_trials(crashed_search, tmp_path):
+    _resume_crashed(crashed_search, str(tmp_path / "store"), tune_state=True)
+
+
+def test_a_search_resumed_without_tune_state_reruns_its_lost_trials(crashed_search, tmp_path):
+    lost = _resume_crashed(crashed_search, str(tmp_path / "store"), tune_state=False)
+    _, _, asked_before = crashed_search
+    # no Ray Tune state: every trial Optuna had running was lost (and ran again with its LR)
+    running = sum(state == "RUNNING" for earlier in asked_before.values() for _, _, state in earlier)
+    assert len(lost) == running >= 1
 
 
 # ---------------------------------------------------------------- the searcher and the scheduler alone

@@ -34,13 +34,14 @@ import time
 from importlib import metadata
 
 import numpy as np
+import pandas as pd
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from analysis.search import progress, reach, within  # noqa: E402
 from study import launch, parse_spec  # noqa: E402
-from study.launch import ensure_ray  # noqa: E402
+from study.launch import LaunchError, ensure_ray  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -96,10 +97,20 @@ def search_spec(task: dict, name: str, seed: int, num_samples: int, startup: int
             "resources": {"cpu": 1}}
 
 
+REUSE = {"on": False}  # --keep DIR on a second run: read the studies stored there instead of running them again
+
+
 def run_study(spec: dict, storage: str):
-    started = time.perf_counter()
-    result = launch(parse_spec(spec, f"bench {spec['name']}"), storage=storage, progress=False, overwrite=True)
-    return result, time.perf_counter() - started
+    """Run a study (or, with --keep on a store that has it with this spec, take it from there);
+    return it and its wall time (first trial start to last trial end, from the store)."""
+    parsed = parse_spec(spec, f"bench {spec['name']}")
+    try:
+        result = launch(parsed, storage=storage, progress=False, resume=REUSE["on"], overwrite=not REUSE["on"])
+    except LaunchError:  # stored with another spec: run it again
+        result = launch(parsed, storage=storage, progress=False, overwrite=True)
+    trials = result.trials()
+    span = pd.to_datetime(trials["ended_at"], utc=True).max() - pd.to_datetime(trials["started_at"], utc=True).min()
+    return result, span.total_seconds()
 
 
 _GRIDS: dict[str, tuple] = {}  # one grid run serves every task that differs only in its metric
@@ -159,7 +170,7 @@ def versions() -> dict:
 
 
 def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup: int, tolerance: float,
-               storage: str, log) -> dict:
+               goal: float, storage: str, log) -> dict:
     log(f"[{key}] {task['what']}")
     grid_result, grid_s = run_grid(key, task, storage)
     grid_trials = grid_result.trials()
@@ -190,6 +201,11 @@ def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup
                "compute_to_target": float(hit["compute_spent"]) if hit is not None else None,
                "trials_to_target": int(hit["trials_spent"]) if hit is not None else None}
         run["share_of_grid"] = (run["compute_to_target"] if hit is not None else run["compute_total"]) / grid_compute
+        # what the goal's share of the grid's compute buys: the best found by then, vs the grid's best
+        spent = prog[prog["compute_spent"] <= goal * grid_compute]
+        at_goal = float(spent["best_so_far"].iloc[-1]) if len(spent) else math.nan
+        run["best_at_goal"] = at_goal
+        run["gap_at_goal"] = (at_goal - grid_best) / abs(grid_best) if np.isfinite(at_goal) else None
         runs.append(run)
         log(f"[{key}] search seed {seed}: best {best:.4g}; "
             + (f"within {tolerance:.0%} of the grid's best after {run['trials_to_target']} trials, "
@@ -199,7 +215,9 @@ def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup
             f"{seconds:.0f} s")
     shares = [r["share_of_grid"] for r in runs]
     reached = [r for r in runs if r["reached"]]
-    return {"task": key, "what": task["what"], "metric": task["metric"], "grid": {
+    gaps = [r["gap_at_goal"] for r in runs if r["gap_at_goal"] is not None]
+    return {"task": key, "what": task["what"], "metric": task["metric"],
+            "mean_gap_at_goal": float(np.mean(gaps)) if len(gaps) == len(runs) else None, "grid": {
                 "lr": task["lr"], "weight_decay": task["weight_decay"], "trials": len(grid),
                 "finished": len(finished), "within_tolerance": near, "first_rung_spearman": rho,
                 "spearman_by_time": correlation_curve(grid_result, task["metric"], task["asha"]["time_attr"]),
@@ -215,8 +233,9 @@ def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup
 
 def table(results: list[dict], tolerance: float, goal: float) -> str:
     lines = ["| task | grid best | grid points within {0:.0%} | grid compute (steps) | seeds reaching it | compute to "
-             "reach, per seed (% of grid) | mean | ≤ {1:.0%}? | the grid in random order | rho(first rung, final) |"
-             .format(tolerance, goal), "|---|---|---|---|---|---|---|---|---|---|"]
+             "reach, per seed (% of grid) | mean | ≤ {1:.0%}? | the grid in random order | best found with {1:.0%} of "
+             "the grid's compute, vs the grid's best (mean over seeds) | rho(first rung, final) |"
+             .format(tolerance, goal), "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         per_seed = ", ".join((f"{s['share_of_grid']:.0%}" if s["reached"] else f">{s['share_of_grid']:.0%}")
                              for s in r["searches"])
@@ -225,7 +244,8 @@ def table(results: list[dict], tolerance: float, goal: float) -> str:
         lines.append(f"| {r['task']} ({r['metric']}) | {r['grid']['best']:.4g} | {r['grid']['within_tolerance']}/"
                      f"{r['grid']['trials']} | {r['grid']['compute']:,.0f} | "
                      f"{r['reached']} | {per_seed} | {mean} | {met} | {r['grid']['shuffled_grid_expected_share']:.0%} | "
-                     f"{r['grid']['first_rung_spearman']:.2f} |")
+                     + (f"{r['mean_gap_at_goal']:+.1%}" if r["mean_gap_at_goal"] is not None else "-")
+                     + f" | {r['grid']['first_rung_spearman']:.2f} |")
     return "\n".join(lines)
 
 
@@ -238,7 +258,8 @@ def main(argv=None) -> int:
     parser.add_argument("--startup", type=int, default=5, help="TPE's random trials before it models (default 5)")
     parser.add_argument("--tolerance", type=float, default=0.02, help="relative distance to the grid's best (0.02)")
     parser.add_argument("--goal", type=float, default=0.25, help="the target share of the grid's compute (0.25)")
-    parser.add_argument("--keep", metavar="DIR", help="keep the studies in this store (default: a temporary folder)")
+    parser.add_argument("--keep", metavar="DIR", help="keep the studies in this store (default: a temporary folder); "
+                        "a study already there with the same spec is read, not run again")
     parser.add_argument("--cpus", type=int, default=None, help="CPUs for Ray (default: all)")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -246,6 +267,7 @@ def main(argv=None) -> int:
     if unknown or args.seeds < 1:
         parser.error(f"unknown task {unknown[0]!r}; tasks: {', '.join(TASKS)}" if unknown else "--seeds must be >= 1")
     storage = args.keep or tempfile.mkdtemp(prefix="bench-search-")
+    REUSE["on"] = bool(args.keep)
     started = time.perf_counter()
 
     def log(text):
@@ -255,11 +277,14 @@ def main(argv=None) -> int:
             "machine": machine(), "versions": versions(),
             "settings": {"seeds": args.seeds, "num_samples": args.num_samples, "tpe_startup_trials": args.startup,
                          "tolerance": args.tolerance, "goal": args.goal, "search_concurrency": 1,
-                         "grid_concurrency": "as CPUs allow (1 CPU per trial)"}}
+                         "grid_concurrency": "as CPUs allow (1 CPU per trial)",
+                         # with --keep, studies already in that store are read, not run: wall_seconds is then
+                         # this invocation's; each study's own seconds come from its store
+                         "keep": args.keep}}
     ensure_ray(num_cpus=args.cpus)
     try:
         results = [bench_task(key, TASKS[key], list(range(args.seeds)), args.num_samples, args.startup,
-                              args.tolerance, storage, log) for key in tasks]
+                              args.tolerance, args.goal, storage, log) for key in tasks]
     finally:
         if not args.keep:
             shutil.rmtree(storage, ignore_errors=True)

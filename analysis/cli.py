@@ -23,6 +23,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="study name")
     p.add_argument("--storage", default="studies", help="store root: a folder or a URI such as s3://bucket/prefix (default: %(default)s)")
     p.add_argument("--strict", action="store_true", help=f"exit {EXIT_VERDICT_FAILED} when a verdict fails")
+    p.add_argument("--baseline", metavar="GRID_STUDY",
+                   help="a search study: compare it with this grid study over the same box (its best and its compute)")
+    p.add_argument("--storage-baseline", help="store root of --baseline (default: the same as the study)")
     p = verbs.add_parser("compare", help="put two studies side by side",
                          description="Compare two studies: verdicts side by side, best trials, and a figure overlaying "
                                      "the best trial of each on a shared metric; written into study A's folder as compare-B.md.")
@@ -41,7 +44,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.verb == "report":
             from analysis.report import write_study_report
 
-            report, location = write_study_report(load_study(args.name, args.storage))
+            baseline = (load_study(args.baseline, args.storage_baseline or args.storage)
+                        if args.baseline else None)
+            report, location = write_study_report(load_study(args.name, args.storage), baseline)
             print(f"report: {location}")
             print(f"verdicts: {report.summary()}")
             for verdict in report.failed:

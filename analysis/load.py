@@ -129,7 +129,10 @@ def type_config(trials: pd.DataFrame, spec: dict) -> pd.DataFrame:
             trials[col] = numeric
             continue
         if all(isinstance(v, str) for v in present):
-            order = [v for v in (axes.get(col.removeprefix(CONFIG)) or []) if isinstance(v, str)]
+            listed = axes.get(col.removeprefix(CONFIG)) or []
+            if isinstance(listed, dict):  # a searched axis: {choice: [...]} gives the order, a range none
+                listed = listed.get("choice") or []
+            order = [v for v in listed if isinstance(v, str)]
             order = list(dict.fromkeys(order + sorted(v for v in present if v not in order)))
             trials[col] = pd.Categorical(s, categories=order, ordered=True)
     if "status" in trials:

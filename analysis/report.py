@@ -13,7 +13,7 @@ import io
 import json
 import posixpath
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import matplotlib
@@ -21,8 +21,9 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
-from analysis import figures, verdicts
+from analysis import figures, search, verdicts
 from analysis.load import CONFIG, SEED, Study, column, fmt, has_values, load_study, values, varied_axes
+from analysis.stats import CONFIDENCE
 from analysis.verdicts import NOT_APPLICABLE, Verdict
 from study.store import StudyStore
 
@@ -55,8 +56,12 @@ def _branch_epochs(curves: pd.DataFrame) -> int:
     return int(curves.loc[curves[verdicts.FINETUNE_ERROR].notna(), "epoch"].nunique())
 
 
-def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[FigureItem]:
-    """The report's figures for this study: each drawable, or with the reason it is not."""
+def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
+                baseline: Study | None = None) -> list[FigureItem]:
+    """The report's figures for this study: each drawable, or with the reason it is not.
+
+    ``baseline``: a grid study over the same box, drawn next to a search's progress.
+    """
     items: list[FigureItem] = []
 
     def add(key, title, needs: list[tuple[bool, str]], draw):
@@ -85,10 +90,11 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> lis
         lambda: figures.finetune_branches(curves))
     error = verdicts.test_error_metric(finals)
     vision = (error is not None, "no test error reported (test_error or finetune_test_error): not the vision regime")
+    lr_searched = (not _searched(study, "lr"), "lr is searched (a range), not a grid: see `search_trials`")
     add("heatmap", f"LR × WD heat map of the final {error or 'test error'}"
         + (" (after the LR decay)" if error == "test_error" and decays else
            " (of the last fine-tuned branch)" if error == verdicts.FINETUNE_ERROR else ""),
-        [vision, lrs, (_count(finals, "weight_decay") >= 2, "needs ≥ 2 weight decays")],
+        [vision, lrs, (_count(finals, "weight_decay") >= 2, "needs ≥ 2 weight decays"), lr_searched],
         lambda: figures.heatmap(finals, error))
     add("train_loss", "Training loss vs epoch: stabilisation during the large-LR phase, then the LR decay",
         [vision, (has_values(curves, "train_loss"), "no train_loss reported")],
@@ -124,7 +130,7 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> lis
     troubled = "status" in finals and bool(finals["status"].astype(str).isin(["diverged", "failed"]).any())
     grid_axes = [a for a in ("lr", "weight_decay") if column(a) in finals]
     add("status_map", "Status map: diverged trials over LR × WD × precision",
-        [(precision_varies or troubled, "no trial diverged or failed and precision does not vary")],
+        [(precision_varies or troubled, "no trial diverged or failed and precision does not vary"), lr_searched],
         lambda: figures.status_map(finals, rows=grid_axes[0] if grid_axes else "lr",
                                    cols=grid_axes[1] if len(grid_axes) > 1 else "weight_decay"))
 
@@ -136,7 +142,88 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> lis
     add("top_k", f"Training curves of the top trials by final {metric}",
         [(has_metric, f"no {metric or 'study metric'} reported")],
         lambda: figures.top_k(curves, finals, metric, study.mode))
+    if search.is_search(study.spec):
+        items += search_figures(study, has_metric, baseline)
     return items
+
+
+def _searched(study: Study, axis: str) -> bool:
+    return axis in search.searched_axes(study.spec)
+
+
+def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> list[FigureItem]:
+    """The figures of a random/Optuna search (``analysis.search``)."""
+    metric, mode, by = study.metric, study.mode, search.grid_axes(study.spec)
+    no_metric = f"no {metric or 'study metric'} reported"
+    grid = search.grid_baseline(baseline.trials, metric, mode, by) if baseline is not None else None
+    items = [FigureItem("search_progress", f"Best {metric} found vs trials and compute spent, per search"
+                        + (f" (dashed: the best of grid study `{baseline.name}`)" if baseline is not None else ""),
+                        (lambda: search.search_progress(search.study_progress(study), metric, mode, by, baseline=grid))
+                        if has_metric else None, None if has_metric else no_metric)]
+    best = search.study_best_per_point(study) if has_metric else None
+    axis = next((c.removeprefix("best_") for c in (best.columns if best is not None else []) if c.startswith("best_")
+                 and c not in ("best_mean", "best_std", "best_ci_low", "best_ci_high")), None)
+    point_axes = [a for a in by if a != "seed"]
+    ok = best is not None and not best.empty and axis is not None
+    items.append(FigureItem("best_per_point", f"Best {axis or 'searched value'} per "
+                            f"{', '.join(point_axes) or 'search'}, with its spread over seeds",
+                            (lambda: search.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
+                                                                  metric, search.search_bounds(study.spec, axis)))
+                            if ok else None,
+                            None if ok else (no_metric if not has_metric else "no numeric searched axis, or no "
+                                             "finished trial")))
+    ranged = search.searched_axes(study.spec)
+    axis_x = "lr" if "lr" in ranged else (ranged[0] if ranged else None)
+    ok = has_metric and axis_x is not None
+    items.append(FigureItem("search_trials", f"Every trial's {metric} vs {axis_x}: what the search sampled",
+                            (lambda: search.search_trials(study.trials, metric, axis_x, by)) if ok else None,
+                            None if ok else no_metric))
+    return items
+
+
+def search_section(study: Study, baseline: Study | None = None) -> list[str]:
+    """The report's tables for a random/Optuna search (no verdicts: a search finds, it does not test)."""
+    by = search.grid_axes(study.spec)
+    table = search.study_summary(study, baseline)
+    lines = ["## Search", "",
+             f"`search: {study.spec.get('search')}` over {', '.join(f'`{a}`' for a in search.searched_axes(study.spec))}"
+             f", {study.spec.get('num_samples')} trials per grid point"
+             + (f" ({', '.join(by)} held on a grid: one search per point)" if by else "")
+             + (f", scheduler `{next(iter(study.spec['scheduler']))}`" if study.spec.get("scheduler") else "")
+             + ". Only finished trials have a final value; stopped, diverged and failed trials spend compute "
+             f"(trial-steps: the `{search.compute_column(study.trials)}` each reached) and are counted apart. "
+             f"`compute_within`: compute spent when the best so far first came within "
+             f"{search.TOLERANCE:.0%} of the search's own best.", ""]
+    if baseline is not None:
+        lines += [f"Compared with grid study `{baseline.name}` ({len(baseline.trials)} trials): `compute_to_grid` "
+                  f"is the compute spent when the search first came within {search.TOLERANCE:.0%} of the grid's "
+                  "best, `share_of_grid` that as a fraction of the grid's compute.", ""]
+    lines += [_table(_plain(table)), ""]
+    best = search.study_best_per_point(study)
+    if best is not None and not best.empty:
+        lines += ["### Best value per grid point, over seeds", "",
+                  "Each (grid point, seed) is its own search; its best finished trial gives one best value. "
+                  "Geometric mean, min and max over seeds, and the best metric's mean with its "
+                  f"{int(CONFIDENCE * 100)}% Student-t interval.", "", _table(_plain(best)), ""]
+    if study.spec.get("search") == "optuna":
+        lines += ["### Optuna", "", f"The searches' Optuna studies are in `optuna.db` in this folder "
+                  f"(`optuna.load_study(study_name=..., storage=\"sqlite:///.../{study.name}/optuna.db\")`, or "
+                  "`optuna-dashboard sqlite:///.../optuna.db`): " + ", ".join(f"`{n}`" for n in _study_names(study)), ""]
+    return lines
+
+
+def _plain(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.rename(columns=lambda c: c.removeprefix(CONFIG))
+
+
+def _study_names(study: Study) -> list[str]:
+    from study.search import study_names
+    from study.spec import parse_spec
+
+    try:
+        return study_names(parse_spec(study.spec, "spec.yaml"))
+    except Exception:  # a spec this checkout cannot validate: name the study only
+        return [study.name]
 
 
 def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
@@ -151,6 +238,12 @@ def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> 
         verdicts.bf16_divergence(finals),
         verdicts.best_not_on_edge(finals, study.metric, study.mode),
     ]
+    searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
+    if searched:  # the claims that compare grid points at fixed learning rates / weight decays
+        why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
+               f"at fixed values (see the Search section)")
+        found[:4] = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}) for v in found[:4]]
+        found[5] = replace(found[5], status=NOT_APPLICABLE, reason=why, numbers={})
     return sorted(found, key=lambda v: v.status == NOT_APPLICABLE)
 
 
@@ -217,7 +310,9 @@ def unfinished_trials(finals: pd.DataFrame) -> pd.DataFrame:
     if "status" not in finals:
         return finals.iloc[0:0]
     rows = finals[finals["status"].astype(str) != "finished"]
-    cols = ["trial_id", *varied_axes(finals, include_seed=True), "status",
+    reached = [c for c in ("epoch", "step") if c in rows and (rows["status"].astype(str) == "stopped").any()
+               and rows[c].notna().any()][:1]  # where a stopped trial was stopped
+    cols = ["trial_id", *varied_axes(finals, include_seed=True), "status", *reached,
             *[c for c in ("diverged_step", "last_finite_loss", "error") if c in rows and rows[c].notna().any()]]
     table = rows[cols].copy()
     if "error" in table:
@@ -258,11 +353,14 @@ def provenance_section(study: Study) -> list[str]:
     return lines
 
 
-def build_report(study: Study) -> Report:
-    """Compute verdicts, draw and render every applicable figure, and compose report.md, in memory."""
+def build_report(study: Study, baseline: Study | None = None) -> Report:
+    """Compute verdicts, draw and render every applicable figure, and compose report.md, in memory.
+
+    ``baseline``: a grid study over the same box, compared with a search study.
+    """
     finals, curves = study.finals(), study.curves()
     found = study_verdicts(study, finals, curves)
-    plan = figure_plan(study, finals, curves)
+    plan = figure_plan(study, finals, curves, baseline)
     report = Report(study, found, plan)
     for item in plan:
         if item.draw is None:
@@ -297,6 +395,8 @@ def build_report(study: Study) -> Report:
     skipped = [item for item in plan if item.draw is None]
     if skipped:
         lines += ["### Not drawn", "", *[f"- `{i.key}` ({i.title}): {i.reason}" for i in skipped], ""]
+    if search.is_search(study.spec):
+        lines += search_section(study, baseline)
     lines += ["## Best trials", "", _table(best_trials(study, finals)), ""]
     lines += ["## Trials that did not finish", "", _table(unfinished_trials(finals)), ""]
     lines += ["## Spec", "", "```yaml", yaml.safe_dump(study.spec, sort_keys=False).strip(), "```", ""]
@@ -343,8 +443,8 @@ def write_report(storage: str, name: str) -> str:
     return write_study_report(load_study(name, storage))[1]
 
 
-def write_study_report(study: Study) -> tuple[Report, str]:
+def write_study_report(study: Study, baseline: Study | None = None) -> tuple[Report, str]:
     """Build the report of a loaded study, write it into its folder; return it and report.md's location."""
-    report = build_report(study)
+    report = build_report(study, baseline)
     write_files(study.store, {**report.files, "report.md": report.markdown.encode()})
     return report, report_location(study.store)

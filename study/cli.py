@@ -34,7 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=STORAGE_HELP)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override the spec: steps=100 fixes a config value; axes.lr=[0.1,0.3] or resources.cpu=2 set a spec path (repeatable)")
-    p.add_argument("--dry-run", action="store_true", help="print the grid and the trial count, run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the grid (of a search: its space, budget and scheduler) and the trial count, run nothing")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
     taken = p.add_mutually_exclusive_group()
     taken.add_argument("--overwrite", action="store_true", help="replace a stored study of the same name")
@@ -83,8 +84,14 @@ def _launch(args) -> int:
         print(f"study {spec.name}: trainable {spec.trainable}, search {spec.search}, metric {spec.metric} ({spec.mode})")
         if spec.config:
             print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.config.items()))
+        if spec.search != "grid":  # a search: its space and budget, the grid points it is held at
+            grid.index.name = "grid point"
         with pd.option_context("display.max_rows", None, "display.width", 200):
-            print(grid.to_string())
+            print(grid.to_string() if spec.axes else "(no grid axes: one search)")
+        if spec.search != "grid" or spec.scheduler:
+            from study.search import describe
+
+            print("\n".join(describe(spec)))
         print(f"{spec.num_trials} trials")
         return 0
     note = checkpoint_note(spec)

@@ -42,6 +42,7 @@ class StudyResult:
     spec: StudySpec
     store: StudyStore
     result_grid: object  # ray.tune.ResultGrid
+    searcher: object = None  # an Optuna search (study.searchers.ConditionedOptunaSearch), which knows its budget
 
     def trials(self) -> pd.DataFrame:
         return self.store.read_trials()
@@ -55,6 +56,8 @@ class StudyResult:
         trials = self.trials()
         if trials.empty:
             return False
+        if self.searcher is not None:  # an Optuna search is done when its budget is spent
+            return bool(trials["status"].isin(ENDED).all()) and self.searcher.budget_left() == 0
         return len(trials) >= self.spec.num_trials and trials["status"].isin(ENDED).all()
 
 
@@ -109,6 +112,8 @@ def sigterm_as_sigint(enabled: bool = True):
 def param_space(spec: StudySpec) -> dict:
     from ray import tune
 
+    if spec.search != "grid":
+        return _search_param_space(spec)
     return {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
 
 
@@ -184,13 +189,17 @@ def _storage_args(store: StudyStore) -> dict:
     return {"storage_path": store.root, "storage_filesystem": None if local else store.fs}
 
 
-def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks):
+def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks, search: dict | None = None):
     from ray import tune
 
+    search = dict(search or {})
+    max_concurrent = spec.max_concurrent
+    if spec.search == "random":
+        max_concurrent = None  # BasicVariantGenerator limits itself (Tune wraps only Searchers)
     return tune.Tuner(
         trainable,
         param_space=param_space(spec),
-        tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True, **search),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
             **_storage_args(store),
@@ -262,12 +271,17 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
             store.write_text("spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
             store.write_text("study.json", json.dumps(_study_info(spec, info), indent=2))
             writer = StoreWriter(store, info)
-            tuner = _new_tuner(spec, store, _trainable(spec), _callbacks(spec, writer, None, progress, stream))
-            result_grid = tuner.fit()
+            search, search_callbacks = _search(spec, store)
+            tuner = _new_tuner(spec, store, _trainable(spec),
+                               _callbacks(spec, writer, None, progress, stream) + search_callbacks, search)
+            try:
+                result_grid = tuner.fit()
+            finally:
+                _search_done(search_callbacks)
             writer.close()
     except StudyBusy as exc:
         raise LaunchError(_busy_message(store, exc.info)) from None
-    return StudyResult(spec=spec, store=store, result_grid=result_grid)
+    return StudyResult(spec=spec, store=store, result_grid=result_grid, searcher=_optuna_searcher(search))
 
 
 def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = None, retry_failed: bool = False,
@@ -308,7 +322,8 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
             study.setdefault("resumed", []).append({"at": pd.Timestamp.now(tz="UTC").isoformat(),
                                                     "retry_failed": retry_failed, **info})
             store.write_text("study.json", json.dumps(study, indent=2))
-            callbacks = _callbacks(spec, writer, skip, progress, stream, counts=counts, best=best)
+            search, search_callbacks = _search(spec, store, writer=writer, retry_failed=retry_failed)
+            callbacks = _callbacks(spec, writer, skip, progress, stream, counts=counts, best=best) + search_callbacks
             trainable = _trainable(spec, skip)
             storage_fs = _storage_args(store)["storage_filesystem"]
             if tune.Tuner.can_restore(store.tune_path, storage_filesystem=storage_fs):
@@ -316,13 +331,17 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
                                            resume_errored=retry_failed, param_space=param_space(spec),
                                            storage_filesystem=storage_fs)
                 _replace_callbacks(tuner, callbacks)
+                _replace_search(tuner, search)
             else:  # the driver died before Tune saved any state: every grid point is matched by config
-                tuner = _new_tuner(spec, store, trainable, callbacks)
-            result_grid = tuner.fit()
+                tuner = _new_tuner(spec, store, trainable, callbacks, search)
+            try:
+                result_grid = tuner.fit()
+            finally:
+                _search_done(search_callbacks)
             writer.close()
     except StudyBusy as exc:
         raise LaunchError(_busy_message(store, exc.info)) from None
-    return StudyResult(spec=spec, store=store, result_grid=result_grid)
+    return StudyResult(spec=spec, store=store, result_grid=result_grid, searcher=_optuna_searcher(search))
 
 
 def _progress_so_far(store: StudyStore, writer: StoreWriter, spec: StudySpec, retry_failed: bool):
@@ -352,6 +371,85 @@ def _replace_callbacks(tuner, callbacks) -> None:
         raise LaunchError("resume through Ray Client (ray://...) is not supported; run the driver on the "
                           "cluster, e.g. `ray job submit -- python -m study resume NAME`")
     local.get_run_config().callbacks = callbacks
+
+
+# ---------------------------------------------------------------- search beyond the grid
+# (random/optuna searches and early-stopping schedulers; built by study.searchers)
+
+
+def _search_param_space(spec: StudySpec) -> dict:
+    from study.searchers import search_param_space
+
+    return search_param_space(spec)
+
+
+def _search(spec: StudySpec, store: StudyStore, *, writer: StoreWriter | None = None,
+            retry_failed: bool = False) -> tuple[dict, list]:
+    """The spec's ``search_alg``/``scheduler``/``num_samples`` for ``TuneConfig`` ({} for a plain
+    grid), and the callbacks that go with them.
+
+    On resume (``writer`` loaded from the store): the searcher learns the stored outcomes of
+    ended trials, the scheduler is fed the stored reports (Ray Tune does not save its
+    state), and a remote store's Optuna database is fetched to the driver first.
+    """
+    if spec.search == "grid" and not spec.scheduler:
+        return {}, []
+    from study.searchers import OptunaSnapshot, optuna_location, time_attr, tune_search
+    from study.store import stored_config
+
+    ended, reports = None, None
+    if writer is not None:
+        statuses = set(ENDED) - ({"failed"} if retry_failed else set())
+        ended = {config_key(stored_config(row)): (row["status"], row.get(spec.metric))
+                 for row in writer.trials.values() if row.get("status") in statuses}
+        if spec.scheduler:
+            reports = _stored_reports(store, writer, spec.metric, time_attr(spec))
+    location = optuna_location(spec, store)
+    callbacks = []
+    if location is not None:
+        location.fetch()
+        if location.remote:
+            callbacks.append(OptunaSnapshot(location))
+    return tune_search(spec, store, ended=ended, stored_reports=reports), callbacks
+
+
+def _stored_reports(store: StudyStore, writer: StoreWriter, metric: str, time_attr: str) -> list:
+    """(trial id, config, [reports]) of every stored trial, for a scheduler to start from."""
+    from study.store import stored_config
+
+    frame = store.read_metrics_columns(sorted({metric, time_attr, "training_iteration"}))
+    if frame.empty:
+        return []
+    frame = frame.sort_values(["trial_id", "training_iteration"], kind="stable")
+    rows = []
+    for trial_id, part in frame.groupby("trial_id", sort=True):
+        row = writer.trials.get(trial_id)
+        if row is not None:
+            rows.append((trial_id, stored_config(row), part.to_dict("records")))
+    return rows
+
+
+def _replace_search(tuner, search: dict) -> None:
+    """Give a restored Tuner this driver's searcher and scheduler (see ``_replace_callbacks``):
+    Ray Tune restores the searcher's state into it from the experiment folder."""
+    local = getattr(tuner, "_local_tuner", None)
+    config = getattr(local, "_tune_config", None)
+    if config is None or not search:
+        return
+    for key in ("search_alg", "scheduler"):
+        if key in search:
+            setattr(config, key, search[key])
+
+
+def _search_done(callbacks: list) -> None:
+    """Copy a remote store's Optuna database back, whatever way the run ended."""
+    for callback in callbacks:
+        callback.on_experiment_end(trials=[])
+
+
+def _optuna_searcher(search: dict):
+    alg = search.get("search_alg")
+    return alg if hasattr(alg, "budget_left") else None
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",

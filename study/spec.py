@@ -8,7 +8,7 @@
     axes:                         # the grid: one trial per combination
       weight_decay: [0.0, 0.3]
       schedule: [cosine, constant]
-    search: grid
+    search: grid                  # grid | random | optuna (see study.search: ranges, num_samples, scheduler)
     metric: val_loss              # what "best" means in progress and analysis
     mode: min
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (0.25)
@@ -31,9 +31,9 @@ from typing import Any, Mapping
 
 import yaml
 
+from study.search import SEARCHES, Range, parse_range, parse_sampler, parse_scheduler
 from trainables.registry import ConfigError, check_value, config_fields, get_trainable
 
-SEARCHES = ("grid",)
 MODES = ("min", "max")
 # Ray Tune's own result keys that a stop criterion may name besides the trainable's metrics.
 RAY_STOP_KEYS = ("training_iteration", "time_total_s")
@@ -61,7 +61,7 @@ class StudySpec:
         trainable: registered trainable name.
         config: fixed config values (checked against the trainable's config class).
         axes: axis name → tuple of values; the grid is their Cartesian product.
-        search: ``grid``.
+        search: ``grid``, ``random`` or ``optuna``.
         metric, mode: what "best" means.
         resources: per-trial resources.
         max_concurrent: trials at once, or None.
@@ -70,6 +70,13 @@ class StudySpec:
         stop: Ray Tune stop criteria.
         description: free text.
         source: where the spec came from (preset name or file path).
+        ranges: axis name → ``Range``: the searched axes of a random/optuna search (in the
+            YAML they are ``axes`` entries such as ``lr: {loguniform: [1e-4, 1e-1]}``); the
+            grid axes are then held fixed per search, one search per grid point.
+        num_samples: trials per grid point of a search (1 for a grid).
+        search_seed: seed of the sampler or random generator (None for a grid).
+        sampler: Optuna sampler ``{name: options}`` (``optuna`` only).
+        scheduler: early stopping ``{asha|median: options}``, every option resolved, or None.
     """
 
     name: str
@@ -86,6 +93,12 @@ class StudySpec:
     stop: Mapping[str, float] = field(default_factory=dict)
     description: str = ""
     source: str = ""
+    # search beyond the grid (study.search)
+    ranges: Mapping[str, Range] = field(default_factory=dict)
+    num_samples: int = 1
+    search_seed: int | None = None
+    sampler: Mapping[str, Any] | None = None
+    scheduler: Mapping[str, Any] | None = None
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest)."""
@@ -93,7 +106,8 @@ class StudySpec:
         return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
 
     def trial_configs(self) -> list[dict[str, Any]]:
-        """The full config of every trial: fixed values overlaid with its grid point."""
+        """The full config of every trial of a grid (of every search of a random/optuna study:
+        the searched axes are left out): fixed values overlaid with its grid point."""
         return [{**self.config, **point} for point in self.grid()]
 
     def check_inputs(self) -> None:
@@ -114,7 +128,7 @@ class StudySpec:
         n = 1
         for values in self.axes.values():
             n *= len(values)
-        return n
+        return n * self.num_samples
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain YAML-able data (what ``spec.yaml`` in the store holds)."""
@@ -123,6 +137,15 @@ class StudySpec:
         data["config"] = dict(self.config)
         data["axes"] = {k: list(v) for k, v in self.axes.items()}
         data["stop"] = dict(self.stop)
+        for key in ("ranges", "num_samples", "search_seed", "sampler", "scheduler"):
+            data.pop(key)
+        if self.search != "grid":  # a grid's spec.yaml stays as it was
+            data["axes"].update({k: r.to_yaml() for k, r in self.ranges.items()})
+            data.update(num_samples=self.num_samples, search_seed=self.search_seed)
+            if self.sampler is not None:
+                data["sampler"] = {k: dict(v) for k, v in self.sampler.items()}
+        if self.scheduler is not None:
+            data["scheduler"] = {k: dict(v) for k, v in self.scheduler.items()}
         return data
 
 
@@ -219,7 +242,8 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 # ---------------------------------------------------------------- validation
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
-             "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop")
+             "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
+             "num_samples", "search_seed", "sampler", "scheduler")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -254,7 +278,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     axes_in = _mapping(data.get("axes"), "axes", fail)
     if not axes_in:
         raise fail("axes", "empty; give at least one axis with a list of values (e.g. seed: [0])")
-    axes = {}
+    axes, ranges = {}, {}
     for axis, values in axes_in.items():
         key = f"axes.{axis}"
         known = config_fields(config_class)
@@ -262,6 +286,9 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
             raise fail(key, f"unknown config key for trainable {info.name}; an axis must be one of: {', '.join(known)}")
         if axis in config:
             raise fail(key, f"{axis!r} is both a fixed config value and an axis; keep one")
+        if isinstance(values, dict):  # a range, searched by random/optuna (study.search)
+            ranges[axis] = parse_range(config_class, axis, values, fail)
+            continue
         if not isinstance(values, list):
             raise fail(key, f"expected a list of values, got {values!r}")
         if not values:
@@ -271,12 +298,16 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
             raise fail(key, f"repeated values in {values!r}")
         axes[axis] = tuple(checked)
 
-    _check_trials(config_class, config, axes, fail)
+    _check_trials(config_class, config, axes, ranges, fail)
 
     search = data.get("search", "grid")
     if search not in SEARCHES:
         raise fail("search", f"unknown search {search!r}; choose one of {', '.join(SEARCHES)}")
     metric = data.get("metric", info.default_metric)
+    if not metric and (data.get("scheduler") not in (None, "none") or search == "optuna"):
+        what = "scheduler" if data.get("scheduler") not in (None, "none") else "search"
+        raise fail(what, f"{data.get(what)} compares trials on a metric; set metric: (trainable {info.name} "
+                   f"reports {', '.join(info.metrics)})")
     if metric not in info.metrics:
         raise fail("metric", f"{metric!r} is not reported by trainable {info.name}; it reports {', '.join(info.metrics)}")
     mode = data.get("mode", info.default_mode)
@@ -316,18 +347,53 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     if not isinstance(description, str):
         raise fail("description", "expected text")
 
+    # ---- search beyond the grid: ranges, budget, seed, sampler, scheduler (study.search)
+    if search == "grid" and ranges:
+        axis, r = next(iter(ranges.items()))
+        raise fail(f"axes.{axis}", f"a range ({r.describe()}) needs search: random or optuna; a grid takes a list of values")
+    if search != "grid" and not ranges:
+        raise fail("search", f"{search} needs at least one range axis, e.g. lr: {{loguniform: [1.0e-4, 1.0e-1]}} "
+                   f"(with lists only, it is a grid)")
+    num_samples = data.get("num_samples")
+    if search == "grid":
+        if num_samples not in (None, 1):
+            raise fail("num_samples", "a grid runs each point once; repeat it with a seed axis (seed: [0, 1, 2]), "
+                       "or search with search: random or optuna")
+        num_samples = 1
+    elif num_samples is None:
+        raise fail("num_samples", f"missing: the budget of the {search} search, in trials per grid point")
+    elif not _is_int(num_samples) or num_samples < 1:
+        raise fail("num_samples", f"expected an integer >= 1 (trials per grid point), got {num_samples!r}")
+    search_seed = data.get("search_seed")
+    if search == "grid" and search_seed is not None:
+        raise fail("search_seed", "only a random or optuna search is seeded (a grid has nothing to draw)")
+    if search != "grid":
+        search_seed = 0 if search_seed is None else search_seed
+        if not _is_int(search_seed) or search_seed < 0:
+            raise fail("search_seed", f"expected an integer >= 0, got {search_seed!r}")
+    sampler = data.get("sampler")
+    if sampler is not None and search != "optuna":
+        raise fail("sampler", f"an Optuna sampler needs search: optuna (this spec's search is {search})")
+    if search == "optuna":
+        sampler = parse_sampler(sampler if sampler is not None else "tpe", fail)
+    scheduler = parse_scheduler(data.get("scheduler"), info=info, config_class=config_class, config=config,
+                                axes=axes, ranges=ranges, metric=metric, fail=fail)
+
     return StudySpec(
         name=name, trainable=info.name, config=config, axes=axes, search=search, metric=metric,
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
+        ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
     )
 
 
-def _check_trials(config_class: type, config: dict, axes: dict, fail) -> None:
+def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fail) -> None:
     """Build every trial's config, so that a combination of values the trainable refuses
-    (e.g. a CIFAR model on the 1-D dataset) fails here, before anything is launched."""
-    names = list(axes)
-    for combo in itertools.product(*(axes[n] for n in names)):
+    (e.g. a CIFAR model on the 1-D dataset) fails here, before anything is launched. A
+    searched range stands in with its two ends (a choice with each of its values)."""
+    values = {**axes, **{n: r.values if r.kind == "choice" else (r.low, r.high) for n, r in ranges.items()}}
+    names = list(values)
+    for combo in itertools.product(*(values[n] for n in names)):
         point = dict(zip(names, combo))
         try:
             config_class(**config, **point)

@@ -162,7 +162,8 @@ class ProgressCallback(Callback):
         self.last_line = time.monotonic()
         self.running: set[str] = set()
         self.own_status: dict[str, str] = {}
-        self.best: tuple[float, str] | None = best
+        self.stored_best: tuple[float, str] | None = best  # of the trials a resumed study had ended
+        self.latest: dict[str, float] = {}  # trial → its latest finite metric (its final one once it ended)
         self.durations: list[float] = []
         self.started: dict[str, float] = {}
         self.t0 = time.monotonic()
@@ -201,9 +202,9 @@ class ProgressCallback(Callback):
             self.own_status[trial.trial_id] = result[STATUS_KEY]
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            better = self.best is None or (value < self.best[0] if self.mode == "min" else value > self.best[0])
-            if better:
-                self.best = (float(value), trial.trial_id)
+            self.latest[trial.trial_id] = float(value)
+        elif value is not None:  # a diverged trial's last value is NaN/inf: it is no one's best
+            self.latest.pop(trial.trial_id, None)
         if self.live is not None:
             self._show()
 
@@ -232,12 +233,25 @@ class ProgressCallback(Callback):
             self.live.stop()
 
     # ---- display
+    @property
+    def best(self) -> tuple[float, str] | None:
+        """(value, trial id) of the best trial by its latest report: what the store will say
+        of the ended trials, and where the running ones stand now (not a better value a trial
+        passed through and left)."""
+        candidates = [(value, trial_id) for trial_id, value in self.latest.items()]
+        if self.stored_best is not None:
+            candidates.append(self.stored_best)
+        if not candidates:
+            return None
+        return (min if self.mode == "min" else max)(candidates, key=lambda pair: pair[0])
+
     def line(self) -> str:
         done = sum(self.counts.values())
         parts = [f"trials {done}/{self.total} done", f"{len(self.running)} running"]
         parts += [f"{n} {status}" for status, n in self.counts.items() if status != "finished" and n]
-        if self.best is not None:
-            parts.append(f"best {self.metric} {self.best[0]:.4g} ({self.best[1]})")
+        best = self.best
+        if best is not None:
+            parts.append(f"best {self.metric} {best[0]:.4g} ({best[1]})")
         parts.append(f"elapsed {_duration(time.monotonic() - self.t0)}")
         left = self.time_left()
         if left is not None:

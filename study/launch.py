@@ -109,6 +109,8 @@ def sigterm_as_sigint(enabled: bool = True):
 def param_space(spec: StudySpec) -> dict:
     from ray import tune
 
+    if spec.pack > 1:
+        return _packed_param_space(spec)
     return {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
 
 
@@ -175,6 +177,8 @@ def _trainable(spec: StudySpec, skip=None):
 
     from trainables.ray_entry import ray_trainable
 
+    if spec.pack > 1:
+        return tune.with_resources(_packed_trainable(spec, skip), trial_resources(spec))
     return tune.with_resources(ray_trainable(spec.trainable, skip), trial_resources(spec))
 
 
@@ -210,6 +214,8 @@ def _callbacks(spec: StudySpec, writer: StoreWriter, skip, progress: bool, strea
     if progress:
         callbacks.append(ProgressCallback(spec.num_trials, spec.metric, spec.mode, stream=stream or sys.stdout,
                                           counts=counts, best=best, skip=skip))
+    if spec.pack > 1:
+        return _packed_callbacks(callbacks)
     return callbacks
 
 
@@ -351,6 +357,29 @@ def _replace_callbacks(tuner, callbacks) -> None:
         raise LaunchError("resume through Ray Client (ray://...) is not supported; run the driver on the "
                           "cluster, e.g. `ray job submit -- python -m study resume NAME`")
     local.get_run_config().callbacks = callbacks
+
+
+# ---------------------------------------------------------------- packed trials (study.packs)
+# pack: K trains up to K grid points in one Ray trial; the store and the progress line still
+# see one trial per grid point.
+
+
+def _packed_param_space(spec: StudySpec) -> dict:
+    from study.packs import pack_param_space
+
+    return pack_param_space(spec)
+
+
+def _packed_trainable(spec: StudySpec, skip=None):
+    from trainables.packing import packed_ray_trainable
+
+    return packed_ray_trainable(spec.trainable, skip)
+
+
+def _packed_callbacks(callbacks: list) -> list:
+    from study.packs import PackedTrials
+
+    return [PackedTrials(callbacks)]
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",

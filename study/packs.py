@@ -146,9 +146,10 @@ class PackedTrials(Callback):
             if member.ended:  # a restored pack repeats what a member did before it ended
                 continue
             member.since_start += 1
-            own = {**report["metrics"], **shared, "training_iteration": report["iteration"],
-                   "iterations_since_restore": member.since_start, "trial_id": member.trial_id,
-                   "config": member.config, "done": False}
+            # in the order of an unpacked trial's result: its metrics, then Ray Tune's keys
+            own = {**report["metrics"], "done": False, "training_iteration": report["iteration"],
+                   "trial_id": member.trial_id, **shared, "config": member.config,
+                   "iterations_since_restore": member.since_start}
             if report.get("status"):
                 own[STATUS_KEY] = report["status"]
             member.last_result = own

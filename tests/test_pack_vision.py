@@ -115,6 +115,34 @@ def test_each_member_draws_the_batches_and_augmentations_of_its_own_seed():
     assert member_batches(template, [7, 7], lambda seed: derived_generator(torch.device("cpu"), seed)).shared
 
 
+def test_the_batched_hessian_trace_equals_each_members_own():
+    """Tr(H) of all members in one double backward (what a GPU runs) against the unpacked estimate
+    of each member: the same probes from each member's generator, the same stopping rule."""
+    from trainables.batched import StackedModel
+    from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
+    from trainables.vision.packed import hessian_trace as batched_trace
+    from trainables.vision.train import hessian_trace as single_trace
+
+    members = []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        module = ScaleInvariantCNN1d(CNN1dConfig(width=8))
+        module(torch.randn(64, 1, 40))  # running statistics of its own
+        members.append(module)
+    x, y = torch.randn(100, 1, 40), torch.arange(100) % 10
+    batches = DeviceBatches(x, y, 50, device=torch.device("cpu"))
+    cpu = torch.device("cpu")
+    for tol in (0.0, 0.2):  # all probes, and a tolerance at which members stop at different counts
+        traces, used = batched_trace(StackedModel(members), batches, probes=6, tol=tol,
+                                     generators=[derived_generator(cpu, seed, 9) for seed in range(3)])
+        for seed, module in enumerate(members):
+            expected, count = single_trace(module, batches, probes=6, tol=tol, generator=derived_generator(cpu, seed, 9))
+            assert used[seed] == count
+            assert traces[seed] == pytest.approx(expected, rel=1e-5)
+        if tol:
+            assert len(set(used)) > 1, used
+
+
 def test_a_diverging_member_ends_diverged_and_the_others_are_unchanged():
     configs = [{**BASE, "lr": 0.05, "weight_decay": 1e-3, "seed": 0}, {**BASE, "lr": 1e30, "weight_decay": 1e-3, "seed": 0},
                {**BASE, "lr": 0.02, "weight_decay": 0.0, "seed": 1}]

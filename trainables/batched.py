@@ -249,11 +249,19 @@ class BatchedAdamW:
                     continue
                 g, state = p.grad, self.state[id(p)]
                 exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                if active is None:  # in place: one pass less over the parameters and moments
+                    if decayed:
+                        p.mul_(_per_member(shrink, p))
+                    exp_avg.lerp_(g, _per_member(1 - self.beta1, g))
+                    exp_avg_sq.mul_(_per_member(self.beta2, g)).add_(g * g * _per_member(1 - self.beta2, g))
+                    denom = exp_avg_sq.sqrt().div_(_per_member(bias2_sqrt, g)).add_(_per_member(self.eps, g))
+                    p.sub_(torch.div(exp_avg, denom).mul_(_per_member(step_size, p)))  # addcdiv's order
+                    continue
                 new_p = p * _per_member(shrink, p) if decayed else p
                 new_avg = exp_avg.lerp(g, _per_member(1 - self.beta1, g))
                 new_sq = exp_avg_sq * _per_member(self.beta2, g) + g * g * _per_member(1 - self.beta2, g)
                 denom = new_sq.sqrt() / _per_member(bias2_sqrt, g) + _per_member(self.eps, g)
-                new_p = new_p - _per_member(step_size, p) * (new_avg / denom)  # addcdiv's order
+                new_p = new_p - _per_member(step_size, p) * (new_avg / denom)
                 p.copy_(_masked(active, new_p, p))
                 exp_avg.copy_(_masked(active, new_avg, exp_avg))
                 exp_avg_sq.copy_(_masked(active, new_sq, exp_avg_sq))
@@ -306,6 +314,14 @@ class BatchedSGD:
                 if p.grad is None:
                     continue
                 d, buf = p.grad, self.buffers[id(p)]
+                if active is None:  # in place
+                    if decayed and self.mode == "l2":
+                        d = d.add_(_per_member(weight_decay, p) * p)  # the gradient is not used again
+                    elif decayed:
+                        p.mul_(_per_member(1 - lr * weight_decay, p))
+                    buf.mul_(_per_member(self.momentum, buf)).add_(d)
+                    p.sub_(_per_member(lr, p) * buf)
+                    continue
                 new_p = p
                 if decayed and self.mode == "l2":
                     d = d + _per_member(weight_decay, p) * p

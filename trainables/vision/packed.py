@@ -6,7 +6,7 @@ members at once: one ``StackedModel`` (a vmapped forward/backward per step), one
 member's own schedule, and the same measurements, batched: evaluation passes, the
 parameter EMA with its BatchNorm statistics recomputed, Tr(H) by Hutchinson's method
 (each member draws its own probes from its own generator and stops by its own
-tolerance), the fine-tune-after-decay branches (all members' branches as one stacked
+tolerance; see below for CPUs), the fine-tune-after-decay branches (all members' branches as one stacked
 copy), norms and effective LRs. Every member reports exactly the metrics, at the epochs,
 of its own unpacked run (up to float rounding: grouped convolutions sum in another order).
 
@@ -17,6 +17,9 @@ of its own unpacked run (up to float rounding: grouped convolutions sum in anoth
   ``trainables.batched.update_norm_stats``.
 - Data order: each member's batches come from the generator of its own seed (members
   sharing a seed share one draw and one input tensor, vmapped as shared).
+- Tr(H): batched on a GPU; on a CPU, where the vmapped double backward is slower than K
+  separate ones, each member is materialised as an ordinary module and measured by the
+  unpacked code.
 - Divergence: a member whose epoch had a NaN/inf loss (or a mean above
   ``divergence_loss``) reports ``diverged`` at that epoch and is masked out; the pack ends
   when none is left.
@@ -43,6 +46,7 @@ from trainables.vision.data import DeviceBatches, balanced_subset, load_dataset
 from trainables.vision.hessian import PROBES_PER_PASS, rademacher_like
 from trainables.vision.optim import weight_decay_groups
 from trainables.vision.train import build_model, check_config, derived_generator, make_projection
+from trainables.vision.train import hessian_trace as single_hessian_trace  # noqa: I001 (one name renamed)
 
 
 # ---------------------------------------------------------------- what each member computes (inside the vmap)
@@ -362,8 +366,20 @@ def run(configs: list[dict], session: PackSession) -> None:
         })
 
     def hessian(stacked: StackedModel, epoch: int, kind: int) -> tuple[list[float], list[int]]:
-        return hessian_trace(stacked, hessian_batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
-                             generators=[derived_generator(device, c.seed, epoch, kind) for c in cfgs])
+        generators = [derived_generator(device, c.seed, epoch, kind) for c in cfgs]
+        if device.type == "cuda":  # one batched double backward for all members
+            return hessian_trace(stacked, hessian_batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
+                                 generators=generators)
+        # On CPUs member by member, through the unpacked code: the double backward of the vmapped
+        # model costs 1.4-1.7x that of the K separate ones there (bench/README.md, packing).
+        traces, used = [], []
+        for k, generator in enumerate(generators):
+            trace, probes = (single_hessian_trace(stacked.member(k), hessian_batches, probes=cfg.hessian_probes,
+                                                  tol=cfg.hessian_tol, generator=generator)
+                             if active[k] else (math.nan, 0))
+            traces.append(trace)
+            used.append(probes)
+        return traces, used
 
     def finetune(epoch: int) -> list[dict]:
         """The fine-tune-after-decay branches of all members as one stacked copy (cf. vision.train.run)."""

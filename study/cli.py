@@ -83,9 +83,21 @@ def _launch(args) -> int:
         print(f"study {spec.name}: trainable {spec.trainable}, search {spec.search}, metric {spec.metric} ({spec.mode})")
         if spec.config:
             print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.config.items()))
+        if spec.pack > 1:  # which grid points train together, one Ray trial each
+            from study.packs import pack_groups
+
+            groups = pack_groups(spec)
+            grid.insert(len(grid.columns), "pack", 0)
+            for number, members in enumerate(groups):
+                grid.loc[members, "pack"] = number
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(grid.to_string())
-        print(f"{spec.num_trials} trials")
+        if spec.pack > 1:
+            sizes = sorted({len(g) for g in groups})
+            print(f"{spec.num_trials} trials, packed (pack: {spec.pack}) into {len(groups)} Ray trials of "
+                  f"{' or '.join(map(str, sizes))} members")
+        else:
+            print(f"{spec.num_trials} trials")
         return 0
     note = checkpoint_note(spec)
     if note:

@@ -70,7 +70,11 @@ def test_the_tiny_presets_take_pack_from_the_command_line_and_round_trip():
 
 def test_launch_dry_run_of_a_packed_preset(capsys):
     assert main(["launch", "ushape-tiny", "--set", "pack=16", "--dry-run"]) == 0
-    assert "36 trials" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    # 36 points that differ only in packable axes: 3 packs of 12 (sizes as equal as possible)
+    assert "36 trials, packed (pack: 16) into 3 Ray trials of 12 members" in out
+    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()][:-1]
+    assert [int(row[-1]) for row in rows] == [0] * 12 + [1] * 12 + [2] * 12
 
 
 # ---------------------------------------------------------------- grouping

@@ -217,19 +217,24 @@ def test_driver_crash_then_resume_finishes_only_what_is_left(ray_session, tmp_pa
     shutil.copytree(storage, moved)
     shutil.rmtree(os.path.join(moved, "crash", "tune"))
 
+    # A trial Tune created after its last state save may not be in the store either (its
+    # start row was still buffered), so the store before the crash holds a subset of the grid.
     result = resume("crash", storage=storage, stream=io.StringIO())
     after = result.trials().set_index("trial_id")
-    assert result.complete and sorted(after.index) == sorted(before.index)
+    assert result.complete and len(after) == 3 and set(before.index) <= set(after.index)
     assert (after["status"] == "finished").all()
     for trial_id in finished:  # not run again
         assert after.loc[trial_id, "ended_at"] == before.loc[trial_id, "ended_at"]
         assert after.loc[trial_id, "restarts"] == 0
-    assert (after.loc[~after.index.isin(finished), "restarts"] >= 1).all()
+    interrupted = before.index[before["status"] == "running"]
+    assert (after.loc[interrupted, "restarts"] >= 1).all()
+    assert sorted(after["config/seed"]) == [0, 1, 2]
     assert_exactly_once_and_as_uninterrupted(store)
 
     result = resume("crash", storage=moved, stream=io.StringIO())  # a fresh Tuner: trials matched by config
     trials = result.trials()
-    assert result.complete and sorted(trials["trial_id"]) == sorted(before.index)
+    assert result.complete and len(trials) == 3 and set(before.index) <= set(trials["trial_id"])
+    assert sorted(trials["config/seed"]) == [0, 1, 2]
     assert_exactly_once_and_as_uninterrupted(result.store)
 
 

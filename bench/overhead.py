@@ -11,6 +11,8 @@ worker, the store callback, checkpoints as the spec says). Both hold one thread
 
 What is reported, separately:
 
+- **per-step: Ray task**: the bare run inside a plain Ray task of one CPU (a Ray worker
+  process, no Tune, no store), to tell the Ray worker's own cost from Tune's.
 - **per-step overhead**: the training time per step inside the trial, between its first
   and its last report (bare: our timestamps; study: Ray's ``time_total_s`` of the stored
   metric rows), study over bare minus 1. This is what a long trial pays on every step
@@ -89,7 +91,9 @@ def spec_for(case: str, length: int, name: str):
 def per_step(steps: list[float], times: list[float]) -> float:
     """Seconds per training step: the median over the intervals between reports (a median, so
     that a burst of load from the machine's other users in one interval does not count)."""
-    return median((t1 - t0) / (s1 - s0) for s0, s1, t0, t1 in zip(steps, steps[1:], times, times[1:]))
+    import statistics  # not _common's median: Ray workers run this function without bench/ on their path
+
+    return statistics.median((t1 - t0) / (s1 - s0) for s0, s1, t0, t1 in zip(steps, steps[1:], times, times[1:]))
 
 
 def run_bare(case: str, length: int) -> dict:
@@ -122,6 +126,20 @@ def bare_child(case: str, length: str, nice: str) -> None:
     os.nice(int(nice) - os.nice(0))
     torch.set_num_threads(1)
     print(json.dumps(run_bare(case, int(length))))
+
+
+def run_in_ray_task(case: str, length: int) -> dict:
+    """``run_bare`` in a Ray worker (a plain Ray task of one CPU, no Tune, no store): what the
+    Ray worker process itself costs, apart from Tune's function-trainable machinery."""
+    import ray
+
+    def task(case, length):
+        import torch
+
+        torch.set_num_threads(1)
+        return run_bare(case, length)
+
+    return ray.get(ray.remote(num_cpus=1)(task).remote(case, length))
 
 
 def run_study(case: str, length: int, root: str, name: str) -> dict:
@@ -191,11 +209,13 @@ def main() -> None:
             for case in args.cases:
                 for length in record["cases"][case]["lengths"]:
                     bare = run_bare_niced(case, length, args.bare_nice)
+                    task = run_in_ray_task(case, length)
                     study = run_study(case, length, root, f"overhead-{repeat}-{length}")
-                    for mode, numbers in (("bare", bare), ("study", study)):
+                    for mode, numbers in (("bare", bare), ("ray task", task), ("study", study)):
                         runs.append({"case": case, "length": length, "repeat": repeat, "mode": mode, **numbers})
                     say(f"  {case} {length} {CASES[case][2]}: bare {bare['wall_s']:.1f} s, study {study['wall_s']:.1f} s "
-                        f"(per step {study['per_step_s'] / bare['per_step_s'] - 1:+.1%})")
+                        f"(per step: Ray task {task['per_step_s'] / bare['per_step_s'] - 1:+.1%}, "
+                        f"study {study['per_step_s'] / bare['per_step_s'] - 1:+.1%})")
         start = time.perf_counter()
         ray.shutdown()
         record["ray_stop_s"] = time.perf_counter() - start
@@ -205,16 +225,19 @@ def main() -> None:
     rows = []
     for case in args.cases:
         mine = [r for r in runs if r["case"] == case]
-        ratios = [s["per_step_s"] / b["per_step_s"] - 1 for b in mine if b["mode"] == "bare"
-                  for s in mine if s["mode"] == "study" and (s["length"], s["repeat"]) == (b["length"], b["repeat"])]
+        def ratios(mode):
+            return [s["per_step_s"] / b["per_step_s"] - 1 for b in mine if b["mode"] == "bare"
+                    for s in mine if s["mode"] == mode and (s["length"], s["repeat"]) == (b["length"], b["repeat"])]
+
         fixed_bare, slope_bare = fit([(r["steps"], r["wall_s"]) for r in mine if r["mode"] == "bare"])
         fixed_study, slope_study = fit([(r["steps"], r["wall_s"]) for r in mine if r["mode"] == "study"])
         studies = [r for r in mine if r["mode"] == "study"]
         launch_fixed = median(r["setup_s"] + r["rest_s"] for r in studies)
-        per_step_overhead = median(ratios)
+        per_step_overhead = median(ratios("study"))
         rows.append({
             "case": case, "bare s/step": median(r["per_step_s"] for r in mine if r["mode"] == "bare"),
             "study s/step": median(r["per_step_s"] for r in studies),
+            "per-step: Ray task": median(ratios("ray task")),
             "per-step overhead": per_step_overhead,
             "slope ratio (fit)": slope_study / slope_bare - 1,
             "launch set-up s": median(r["setup_s"] for r in studies),

@@ -86,13 +86,25 @@ def _launch(args) -> int:
             print("fixed: " + ", ".join(f"{k}={v}" for k, v in spec.config.items()))
         if spec.search != "grid":  # a search: its space and budget, the grid points it is held at
             grid.index.name = "grid point"
+        if spec.pack > 1:  # which grid points train together, one Ray trial each
+            from study.packs import pack_groups
+
+            groups = pack_groups(spec)
+            grid.insert(len(grid.columns), "pack", 0)
+            for number, members in enumerate(groups):
+                grid.loc[members, "pack"] = number
         with pd.option_context("display.max_rows", None, "display.width", 200):
             print(grid.to_string() if spec.axes else "(no grid axes: one search)")
         if spec.search != "grid" or spec.scheduler:
             from study.search import describe
 
             print("\n".join(describe(spec)))
-        print(f"{spec.num_trials} trials")
+        if spec.pack > 1:
+            sizes = sorted({len(g) for g in groups})
+            print(f"{spec.num_trials} trials, packed (pack: {spec.pack}) into {len(groups)} Ray trials of "
+                  f"{' or '.join(map(str, sizes))} members")
+        else:
+            print(f"{spec.num_trials} trials")
         return 0
     note = checkpoint_note(spec)
     if note:

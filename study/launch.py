@@ -114,6 +114,8 @@ def param_space(spec: StudySpec) -> dict:
 
     if spec.search != "grid":
         return _search_param_space(spec)
+    if spec.pack > 1:
+        return _packed_param_space(spec)
     return {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
 
 
@@ -180,6 +182,8 @@ def _trainable(spec: StudySpec, skip=None):
 
     from trainables.ray_entry import ray_trainable
 
+    if spec.pack > 1:
+        return tune.with_resources(_packed_trainable(spec, skip), trial_resources(spec))
     return tune.with_resources(ray_trainable(spec.trainable, skip), trial_resources(spec))
 
 
@@ -219,6 +223,8 @@ def _callbacks(spec: StudySpec, writer: StoreWriter, skip, progress: bool, strea
     if progress:
         callbacks.append(ProgressCallback(spec.num_trials, spec.metric, spec.mode, stream=stream or sys.stdout,
                                           counts=counts, best=best, skip=skip))
+    if spec.pack > 1:
+        return _packed_callbacks(callbacks)
     return callbacks
 
 
@@ -450,6 +456,27 @@ def _search_done(callbacks: list) -> None:
 def _optuna_searcher(search: dict):
     alg = search.get("search_alg")
     return alg if hasattr(alg, "budget_left") else None
+# ---------------------------------------------------------------- packed trials (study.packs)
+# pack: K trains up to K grid points in one Ray trial; the store and the progress line still
+# see one trial per grid point.
+
+
+def _packed_param_space(spec: StudySpec) -> dict:
+    from study.packs import pack_param_space
+
+    return pack_param_space(spec)
+
+
+def _packed_trainable(spec: StudySpec, skip=None):
+    from trainables.packing import packed_ray_trainable
+
+    return packed_ray_trainable(spec.trainable, skip)
+
+
+def _packed_callbacks(callbacks: list) -> list:
+    from study.packs import PackedTrials
+
+    return [PackedTrials(callbacks)]
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",

@@ -13,6 +13,7 @@
     mode: min
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (0.25)
     max_concurrent: null          # trials running at once (null: as resources allow)
+    pack: 1                       # grid points trained together in one trial (see study.packs)
     max_failures: 0               # retries of a trial that died or raised (from its last checkpoint)
     keep_checkpoints: 2           # Ray Tune checkpoints kept per trial (null: all)
     stop: {}                      # optional Ray Tune stop criteria, e.g. {time_total_s: 600}
@@ -77,6 +78,8 @@ class StudySpec:
         search_seed: seed of the sampler or random generator (None for a grid).
         sampler: Optuna sampler ``{name: options}`` (``optuna`` only).
         scheduler: early stopping ``{asha|median: options}``, every option resolved, or None.
+        pack: grid points trained together in one Ray trial (1: each its own trial); points
+            differing only in the trainable's packable axes share a pack (``study.packs``).
     """
 
     name: str
@@ -99,6 +102,7 @@ class StudySpec:
     search_seed: int | None = None
     sampler: Mapping[str, Any] | None = None
     scheduler: Mapping[str, Any] | None = None
+    pack: int = 1
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest)."""
@@ -146,6 +150,8 @@ class StudySpec:
                 data["sampler"] = {k: dict(v) for k, v in self.sampler.items()}
         if self.scheduler is not None:
             data["scheduler"] = {k: dict(v) for k, v in self.scheduler.items()}
+        if data.pop("pack") > 1:  # an unpacked study's spec.yaml stays as it was
+            data["pack"] = self.pack
         return data
 
 
@@ -243,7 +249,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
-             "num_samples", "search_seed", "sampler", "scheduler")
+             "num_samples", "search_seed", "sampler", "scheduler", "pack")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -346,6 +352,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise fail("description", "expected text")
+    pack = _pack(data, info, config_class, config, axes, stop, fail)
 
     # ---- search beyond the grid: ranges, budget, seed, sampler, scheduler (study.search)
     if search == "grid" and ranges:
@@ -384,6 +391,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
+        pack=pack,
     )
 
 
@@ -401,6 +409,35 @@ def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fa
             where = f"axes.{exc.key}" if exc.key in point else f"config.{exc.key}"
             trial = f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})" if len(point) else ""
             raise fail(where, exc.message + trial) from None
+
+
+def _pack(data: Mapping[str, Any], info, config_class: type, config: dict, axes: dict, stop: dict, fail) -> int:
+    """The spec's ``pack``: an integer >= 1 (null: 1), for a grid of a trainable that can run packed."""
+    pack = data.get("pack", 1)
+    if pack is None:
+        return 1
+    if not _is_int(pack) or pack < 1:
+        raise fail("pack", f"expected an integer >= 1 (grid points trained together in one trial; 1: no packing), "
+                           f"got {pack!r}")
+    if pack == 1:
+        return 1
+    from trainables.packing import pack_problem
+
+    search = data.get("search", "grid")
+    if search != "grid":
+        raise fail("pack", f"packing applies to search: grid only (this spec's search is {search}); drop pack or "
+                           f"search the grid")
+    if data.get("scheduler") not in (None, "none"):
+        raise fail("pack", "a scheduler stops trials one by one, and a packed trial trains several grid points "
+                           "together; drop pack or the scheduler")
+    problem = pack_problem(info.name, config_class, config, axes)
+    if problem is not None:
+        raise fail(problem.key, problem.message)
+    metric_stops = [key for key in stop if key != "time_total_s"]
+    if metric_stops:
+        raise fail(f"stop.{metric_stops[0]}", "a packed trial reports for several grid points at once; only "
+                                              "time_total_s can stop it (drop pack to stop on a metric)")
+    return pack
 
 
 def _mapping(value: Any, key: str, fail) -> dict:

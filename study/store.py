@@ -340,7 +340,8 @@ class StoreWriter:
     Metric rows are buffered per trial and written as a new part file (never rewriting
     what is written) when a trial checkpoints, when it ends, when ``flush_rows`` rows
     are waiting, or ``flush_seconds`` after the last write. ``trials.parquet`` (small)
-    is rewritten whole when a trial starts or ends and at each flush.
+    is rewritten whole when a trial ends and at each flush (a trial's start reaches it
+    with the next flush, at most ``flush_seconds`` later).
 
     Exactly once: a result whose ``training_iteration`` is already stored (or buffered)
     is dropped, since a trial restored from a checkpoint repeats the reports after it.
@@ -427,7 +428,9 @@ class StoreWriter:
         row.update(self.provenance)
         self.by_config[key] = sid
         self.seen.add(sid)
-        self._write_trials()
+        # Written with the next flush (at most flush_seconds away), checkpoint or end, not now:
+        # a rewrite per start made the table's writes grow as trials x trials (bench/store.py).
+        self.trials_dirty = True
         return sid
 
     def add_result(self, trial_id: str, metrics: dict[str, Any], *, host: str | None = None,
@@ -494,7 +497,7 @@ class StoreWriter:
         return lost
 
     def flush_if_due(self) -> None:
-        if self.buffered and time.monotonic() - self.last_flush >= self.flush_seconds:
+        if (self.buffered or self.trials_dirty) and time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:

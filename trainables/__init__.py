@@ -4,6 +4,7 @@ Each trainable is ``run(config: dict, session)``; see ``trainables.session``. Th
 registry below is torch-free: looking a trainable up does not import its code.
 """
 
+from trainables.packing import PACKED, PackedTrainable, get_packed, register_packed
 from trainables.registry import TRAINABLES, ConfigError, TrainableInfo, get_trainable, register
 
 register(TrainableInfo(
@@ -42,4 +43,24 @@ register(TrainableInfo(
                 "VGG, pre-act ResNet, scale-invariant nets on the sphere",
 ))
 
-__all__ = ["TRAINABLES", "ConfigError", "TrainableInfo", "get_trainable", "register"]
+# ---- packed trials (trainables.packing): which trainables train several grid points as one,
+# and the config keys that may differ inside a pack (the rest is shared by its members)
+
+register_packed(PackedTrainable(
+    name="lm",
+    run="trainables.lm.packed:run",
+    axes=("lr", "weight_decay", "schedule", "warmup_steps", "min_lr_ratio", "tail_lr", "seed", "beta1", "beta2", "eps"),
+    refused={"precision": {"bf16": "the pure-bf16 decay is torch's own rounded multiply, which the batched "
+                                   "AdamW does not reproduce"},
+             "compile": {True: "the batched (vmapped) model runs uncompiled"}},
+))
+
+register_packed(PackedTrainable(
+    name="vision",
+    run="trainables.vision.packed:run",
+    axes=("lr", "weight_decay", "momentum", "schedule", "decay_epoch", "decay_lr", "decay_factor", "min_lr",
+          "warmup_epochs", "seed", "finetune_lr", "finetune_weight_decay"),
+    refused={"precision": {"fp16-autocast": "fp16 loss scaling has one scale for the whole pack"}},
+))
+
+__all__ = ["TRAINABLES", "ConfigError", "TrainableInfo", "get_trainable", "register", "PACKED", "get_packed"]

@@ -1,0 +1,204 @@
+"""Packed studies (``pack: K``): grid points grouped into packs, one Ray trial per pack, and the
+pack's events turned back into one logical trial per grid point.
+
+Grouping rule (``pack_groups``): grid points that agree on every axis the trainable cannot
+vary inside a pack (its packable axes are declared in ``trainables/__init__.py``: for the
+LM lr, weight_decay, schedule parameters, seed, Adam's betas; for vision lr, weight_decay,
+momentum, schedule parameters, seed, fine-tune LR and WD) form a group; each group is cut,
+in grid order, into ceil(n / K) packs of sizes as equal as possible (18 points at K = 16
+make packs of 9 and 9, not 16 and 2, so that the packs take equally long).
+
+Each member is its own trial everywhere a user looks: ``PackedTrials`` wraps the driver's
+callbacks (the store writer, the progress line) and calls them as if every member were a
+Ray Tune trial of its own. Its trial id is the pack's Ray Tune id with, as the counter, the
+one Tune would give its grid point in the unpacked study (``tune_indices``,
+``member_trial_id``), its config its own grid point, its
+``training_iteration`` its own report count; it starts with the pack, ends when its last
+report says ``finished``/``diverged`` (a diverged member ends while the others go on),
+and otherwise shares the pack's fate (stopped, failed, cut off by an interruption).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ray.tune import Callback
+
+from study.spec import StudySpec
+from trainables.packing import (MEMBERS_KEY, PACK_KEY, decode_members, get_packed, member_trial_id, pack_config,
+                                pack_members)
+from trainables.session import STATUS_KEY
+
+# Keys of a packed trial's Ray result that every member's result carries too (provenance, time).
+_SHARED_KEYS = ("time_total_s", "timestamp", "pid", "hostname", "node_ip", "node_id", "gpu_ids", "cpus", "gpus",
+                "date")
+
+
+def pack_groups(spec: StudySpec) -> list[list[int]]:
+    """Grid indices of every pack, in grid order (see the module docstring for the rule)."""
+    packable = set(get_packed(spec.trainable).axes)
+    groups: dict[tuple, list[int]] = {}
+    for index, point in enumerate(spec.grid()):
+        key = tuple((axis, repr(value)) for axis, value in point.items() if axis not in packable)
+        groups.setdefault(key, []).append(index)
+    packs = []
+    for indices in groups.values():
+        count = math.ceil(len(indices) / spec.pack)
+        base, extra = divmod(len(indices), count)
+        start = 0
+        for i in range(count):
+            size = base + (i < extra)
+            packs.append(indices[start:start + size])
+            start += size
+    return sorted(packs, key=lambda pack: pack[0])
+
+
+def tune_indices(spec: StudySpec) -> list[int]:
+    """For each grid point (in ``spec.grid()`` order), the counter Ray Tune gives it in an unpacked
+    study (Tune's own order of a grid: its variant generator's). Members are numbered by it, so a
+    packed study's trial ids are the ones the unpacked study would have (up to Tune's prefix)."""
+    from ray import tune
+    from ray.tune.search.variant_generator import generate_variants
+
+    space = {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
+    order = {}
+    for counter, (_, variant) in enumerate(generate_variants({"config": space})):
+        order[tuple(repr(variant["config"][axis]) for axis in spec.axes)] = counter
+    return [order[tuple(repr(point[axis]) for axis in spec.axes)] for point in spec.grid()]
+
+
+def pack_param_space(spec: StudySpec) -> dict:
+    """Ray Tune's param space of a packed study: a grid over the packs' member lists."""
+    from ray import tune
+
+    configs, indices = spec.trial_configs(), tune_indices(spec)
+    packs = [pack_config([(indices[i], configs[i]) for i in pack]) for pack in pack_groups(spec)]
+    return {PACK_KEY: tune.grid_search(packs)}
+
+
+class MemberTrial:
+    """What the driver's callbacks read of a Ray Tune trial, for one member of a pack."""
+
+    def __init__(self, pack, index: int, config: dict):
+        self.pack = pack
+        self.index = index
+        self.trial_id = member_trial_id(pack.trial_id, index)
+        self.config = config
+        self.status = "PENDING"
+        self.last_result: dict[str, Any] = {}
+        self.ended = False  # its last report (finished/diverged) or the pack's end reached it
+        self.since_start = 0  # reports since the pack (re)started
+
+    # the error of a failed member is the pack's
+    @property
+    def error_file(self):
+        return getattr(self.pack, "error_file", None)
+
+    @property
+    def error_msg(self):
+        return getattr(self.pack, "error_msg", None)
+
+    def get_error(self):
+        return self.pack.get_error()
+
+    def __repr__(self) -> str:
+        return f"MemberTrial({self.trial_id} of {self.pack.trial_id})"
+
+
+class PackedTrials(Callback):
+    """Calls ``callbacks`` once per member for every event of a packed Ray Tune trial."""
+
+    def __init__(self, callbacks: list[Callback]):
+        self.callbacks = callbacks
+        self.members: dict[str, list[MemberTrial]] = {}
+
+    def _members(self, trial) -> list[MemberTrial]:
+        members = self.members.get(trial.trial_id)
+        if members is None or members[0].pack is not trial:
+            old = {m.index: m for m in members or []}
+            members = [MemberTrial(trial, index, config) for index, config in pack_members(trial.config)]
+            for m in members:  # Tune may hand us a new Trial object for the same trial (restore)
+                if m.index in old:
+                    m.__dict__.update({k: v for k, v in old[m.index].__dict__.items() if k != "pack"})
+            self.members[trial.trial_id] = members
+        return members
+
+    def _each(self, event: str, *args, **kwargs) -> None:
+        for callback in self.callbacks:
+            getattr(callback, event)(*args, **kwargs)
+
+    def on_trial_start(self, iteration, trials, trial, **info):
+        for member in self._members(trial):
+            if not member.ended:
+                member.status, member.since_start = "RUNNING", 0
+                self._each("on_trial_start", iteration, trials, member, **info)
+
+    def on_trial_restore(self, iteration, trials, trial, **info):
+        for member in self._members(trial):
+            member.since_start = 0
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        members = self._members(trial)
+        shared = {k: result[k] for k in _SHARED_KEYS if k in result}
+        for position, report in sorted(decode_members(result).items()):
+            member = members[position]
+            if member.ended:  # a restored pack repeats what a member did before it ended
+                continue
+            member.since_start += 1
+            # in the order of an unpacked trial's result: its metrics, then Ray Tune's keys
+            own = {**report["metrics"], "done": False, "training_iteration": report["iteration"],
+                   "trial_id": member.trial_id, **shared, "config": member.config,
+                   "iterations_since_restore": member.since_start}
+            if report.get("status"):
+                own[STATUS_KEY] = report["status"]
+            member.last_result = own
+            self._each("on_trial_result", iteration, trials, member, own, **info)
+            if report.get("status"):
+                member.status, member.ended = "TERMINATED", True
+                member.last_result = {**own, "done": True}
+                self._each("on_trial_complete", iteration, trials, member, **info)
+
+    def on_checkpoint(self, iteration, trials, trial, checkpoint, **info):
+        for member in self._members(trial):
+            if not member.ended:
+                self._each("on_checkpoint", iteration, trials, member, checkpoint, **info)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        # the pack ended before these members did: a stop criterion (or an empty restart) ended it
+        for member in self._members(trial):
+            if not member.ended:
+                member.status, member.ended = "TERMINATED", True
+                member.last_result = {**member.last_result, "done": True}
+                self._each("on_trial_complete", iteration, trials, member, **info)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        for member in self._members(trial):
+            if not member.ended:
+                member.status, member.ended = "ERROR", True
+                self._each("on_trial_error", iteration, trials, member, **info)
+
+    def on_step_end(self, iteration, trials, **info):
+        self._each("on_step_end", iteration, trials, **info)
+
+    def on_experiment_end(self, trials, **info):
+        expanded = []
+        for trial in trials:
+            last = decode_members(trial.last_result or {})  # what Tune saved of the pack's last report
+            for position, member in enumerate(self._members(trial)):
+                if not member.ended:  # the pack's state is the member's (cut off, stopped, never run)
+                    member.status = trial.status
+                    member.last_result = {"done": bool((trial.last_result or {}).get("done"))}
+                    status = (last.get(position) or {}).get("status")
+                    if status:
+                        member.last_result[STATUS_KEY] = status
+                expanded.append(member)
+        self._each("on_experiment_end", expanded, **info)
+
+    def __getstate__(self):  # Ray pickles callbacks with the tuner: members hold live Trial objects
+        state = dict(self.__dict__)
+        state["members"] = {}
+        return state
+
+
+__all__ = ["pack_groups", "pack_param_space", "PackedTrials", "MemberTrial", "MEMBERS_KEY"]

@@ -161,6 +161,7 @@ class ProgressCallback(Callback):
         self.skipped: set[str] = set()
         self.last_line = time.monotonic()
         self.running: set[str] = set()
+        self.most_running = 0  # the concurrency the study reaches: what the trials left will share
         self.own_status: dict[str, str] = {}
         self.stored_best: tuple[float, str] | None = best  # of the trials a resumed study had ended
         self.latest: dict[str, float] = {}  # trial → its latest finite metric (its final one once it ended)
@@ -194,6 +195,7 @@ class ProgressCallback(Callback):
         if self._skipped(trial):
             return
         self.running.add(trial.trial_id)
+        self.most_running = max(self.most_running, len(self.running))
         self.started.setdefault(trial.trial_id, time.monotonic())
         self._show()
 
@@ -259,12 +261,18 @@ class ProgressCallback(Callback):
         return " · ".join(parts)
 
     def time_left(self) -> float | None:
-        """Remaining trials × mean trial time / trials running at once (None before any ends)."""
+        """(What the running trials have left + the waiting trials) × the mean trial time,
+        over the most trials seen running at once (None before any trial ends)."""
         done = sum(self.counts.values())
-        if not self.durations or done >= self.total:
-            return None if done < self.total else 0.0
-        parallel = max(1, len(self.running))
-        return (self.total - done) * (sum(self.durations) / len(self.durations)) / parallel
+        if done >= self.total:
+            return 0.0
+        if not self.durations:
+            return None
+        mean = sum(self.durations) / len(self.durations)
+        now = time.monotonic()
+        running = [max(0.0, mean - (now - self.started[t])) for t in self.running if t in self.started]
+        waiting = max(0, self.total - done - len(self.running))
+        return (sum(running) + waiting * mean) / max(1, self.most_running)
 
     def _show(self, final_line: bool = False):
         if self.live is not None:

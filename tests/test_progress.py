@@ -35,3 +35,22 @@ def test_a_resumed_study_starts_from_its_stored_counts_and_best():
     assert progress.line().startswith("trials 2/3 done · 0 running · best val_loss 0.7 (old)")
     progress.on_trial_result(0, [], trial("new"), {"val_loss": 0.9})
     assert progress.best == (0.9, "new")
+
+
+def test_time_left_counts_what_running_trials_have_left_and_the_concurrency(monkeypatch):
+    clock = [1000.0]
+    monkeypatch.setattr("study.callbacks.time.monotonic", lambda: clock[0])
+    progress = ProgressCallback(total=4, metric="loss", mode="min", stream=io.StringIO(), every_s=1e9)
+    a, b = trial("a"), trial("b")
+    progress.on_trial_start(0, [], a)
+    clock[0] += 10.0
+    progress.on_trial_start(0, [], b)
+    assert progress.time_left() is None  # nothing ended: no trial time known
+    clock[0] += 90.0  # a ran 100 s, b 90 s
+    progress.on_trial_result(0, [], a, {"loss": 1.0, STATUS_KEY: "finished"})
+    progress.on_trial_complete(0, [], a)
+    # b: 100 - 90 = 10 s left; 2 trials waiting: 2 x 100 s; 2 at once -> (10 + 200) / 2
+    assert progress.time_left() == 105.0
+    assert progress.line().endswith("~1m45s left")
+    clock[0] += 30.0  # b overruns the mean: it counts as about to end
+    assert progress.time_left() == 100.0

@@ -6,7 +6,7 @@ import pandas as pd
 
 from analysis import figures
 from analysis.load import Study, has_values
-from analysis.report import best_trials, render, report_location, study_verdicts, verdict_table, write_files, _cell
+from analysis.report import best_trials, render, report_location, study_verdicts, write_files, _cell
 
 # metrics worth overlaying when the two studies do not optimise the same one, most telling first
 SHARED_METRICS = ("val_loss", "test_error", "finetune_test_error", "train_loss", "loss")

@@ -22,7 +22,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from analysis import figures, search, verdicts
-from analysis.load import CONFIG, SEED, Study, column, fmt, has_values, load_study, values, varied_axes
+from analysis.load import CONFIG, Study, column, fmt, has_values, load_study, varied_axes
 from analysis.stats import CONFIDENCE
 from analysis.verdicts import NOT_APPLICABLE, Verdict
 from study.store import StudyStore

@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -24,7 +23,9 @@ RESULTS = ROOT / "bench" / "results"
 if str(ROOT) not in sys.path:  # `python bench/x.py` puts bench/ first on the path, not the project
     sys.path.insert(0, str(ROOT))
 
-PACKAGES = ("torch", "ray", "numpy", "pandas", "pyarrow", "duckdb", "polars", "optuna")
+from study import provenance  # noqa: E402
+
+PACKAGES = ("wd-study", "torch", "ray", "numpy", "pandas", "pyarrow", "duckdb", "polars", "optuna")
 
 
 def cpu_model() -> str:
@@ -61,13 +62,7 @@ def machine() -> dict:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
+    return provenance.versions(PACKAGES)
 
 
 def git_commit() -> str | None:

@@ -26,12 +26,10 @@ import datetime
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 import tempfile
 import time
-from importlib import metadata
 
 import numpy as np
 import pandas as pd
@@ -39,6 +37,7 @@ import pandas as pd
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from _common import machine, versions  # noqa: E402
 from analysis.search import progress, reach, within  # noqa: E402
 from study import launch, parse_spec  # noqa: E402
 from study.launch import LaunchError, ensure_ray  # noqa: E402
@@ -141,32 +140,6 @@ def correlation_curve(result, metric: str, time_attr: str) -> dict[str, float]:
     """``rung_correlation`` at every reported time of the grid's trials."""
     times = sorted(result.metrics()[time_attr].dropna().unique())
     return {f"{t:g}": round(rung_correlation(result, metric, time_attr, t), 3) for t in times}
-
-
-def machine() -> dict:
-    cpu = platform.processor() or ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    import torch
-
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cpu": cpu, "cores": os.cpu_count(), "gpu": gpu, "platform": platform.platform(),
-            "python": platform.python_version(), "load_average_at_start": load}
-
-
-def versions() -> dict:
-    names = ("ray", "optuna", "torch", "numpy", "pandas", "pyarrow", "wd-study")
-    found = {}
-    for name in names:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            found[name] = None
-    return found
 
 
 def bench_task(key: str, task: dict, seeds: list[int], num_samples: int, startup: int, tolerance: float,

@@ -27,9 +27,10 @@ def git_state() -> tuple[str | None, bool | None]:
     return commit or None, bool(status.strip())
 
 
-def versions() -> dict[str, str]:
+def versions(packages: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    """Python's version and each installed package's (a missing package is left out)."""
     found = {"python": platform.python_version()}
-    for name in PACKAGES:
+    for name in packages:
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

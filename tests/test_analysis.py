@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from analysis import verdicts
-from analysis.load import aggregate_seeds, curves, finals, load_study, seed_mean_curves, select, type_config
+from analysis.load import aggregate_seeds, load_study, seed_mean_curves, select, type_config
 from analysis.stats import clears, difference, t_interval, t_quantile
 from study.store import StoreError
-from tests.test_analysis_stores import (LM_STEPS, SEEDS, VISION_EPOCHS, VISION_LRS, VISION_WDS, vision_error,
+from tests.test_analysis_stores import (LM_STEPS, SEEDS, VISION_EPOCHS, VISION_LRS, vision_error,
                                         write_lm_store, write_vision_store)
 
 

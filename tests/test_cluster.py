@@ -97,7 +97,6 @@ cluster.shutdown()
 def test_a_grid_runs_on_both_nodes_of_a_two_node_cluster(tmp_path):
     """A local two-node Ray cluster (its own Ray, in a subprocess): trials land on both nodes,
     two trials share each GPU (gpu: 0.5), and every report reaches the store."""
-    import pandas as pd
 
     from study.store import StudyStore
 

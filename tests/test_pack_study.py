@@ -18,7 +18,6 @@ from study.store import StoreWriter, StudyStore
 from tests.conftest import NANO_LM
 from trainables.lm.packed import run as run_lm_packed
 from trainables.packing import MEMBERS_KEY, PACK_KEY, BarePackSession, member_trial_id, pack_members
-from trainables.session import STATUS_KEY
 
 GOOD = """\
 name: packed

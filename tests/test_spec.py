@@ -1,7 +1,6 @@
 """Spec validation: every bad spec gives one line naming the key, exit code 2, and writes nothing."""
 
 import os
-import textwrap
 
 import pytest
 

@@ -1,3 +1,4 @@
+import math
 import os
 import shutil
 import tempfile
@@ -28,3 +29,18 @@ def storage(tmp_path):
 
 NANO_LM = {"model": "gpt-nano", "context": 16, "batch_size": 4, "steps": 6, "eval_every": 2,
            "eval_batches": 1, "warmup_steps": 2, "threads": 1}
+
+
+def assert_same_reports(expected: list[dict], got: list[dict], *, rtol: float, skip=(), where: str = "step"):
+    """Two runs' reports agree report by report and key by key within ``rtol`` (NaN matches
+    NaN); ``skip`` names wall-clock metrics, ``where`` the key that says which report failed."""
+    assert len(got) == len(expected)
+    for a, b in zip(expected, got):
+        assert set(a) == set(b), set(a) ^ set(b)
+        for key in a:
+            if key in skip:
+                continue
+            if isinstance(a[key], float) and math.isnan(a[key]):
+                assert math.isnan(b[key]), key
+            else:
+                assert b[key] == pytest.approx(a[key], rel=rtol, abs=1e-9), (key, a[where])

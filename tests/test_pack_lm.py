@@ -1,11 +1,10 @@
 """The packed LM trainable: each member reports what its own unpacked run reports."""
 
-import math
-
 import pytest
 import torch
 
 from tests.conftest import NANO_LM
+from tests.conftest import assert_same_reports as same_reports
 from trainables.lm.packed import run as run_packed
 from trainables.lm.train import run
 from trainables.packing import BarePackSession
@@ -34,16 +33,7 @@ def packed(configs, restore=None):
 
 
 def assert_same_reports(expected, got, rtol=RTOL):
-    assert len(got) == len(expected)
-    for a, b in zip(expected, got):
-        assert set(a) == set(b), set(a) ^ set(b)
-        for key in a:
-            if key in TIMING:
-                continue
-            if isinstance(a[key], float) and math.isnan(a[key]):
-                assert math.isnan(b[key]), key
-            else:
-                assert b[key] == pytest.approx(a[key], rel=rtol, abs=1e-9), (key, a["step"])
+    same_reports(expected, got, rtol=rtol, skip=TIMING, where="step")
 
 
 def test_a_pack_of_four_reports_what_four_separate_runs_report():

@@ -1,10 +1,9 @@
 """The packed vision trainable: each member reports what its own unpacked run reports."""
 
-import math
-
 import pytest
 import torch
 
+from tests.conftest import assert_same_reports as same_reports
 from tests.test_vision import TINY, write_fake_cifar
 from trainables.packing import BarePackSession
 from trainables.session import BareSession
@@ -38,16 +37,7 @@ def packed(configs, restore=None):
 
 
 def assert_same_reports(expected, got, rtol=RTOL):
-    assert len(got) == len(expected)
-    for a, b in zip(expected, got):
-        assert set(a) == set(b), set(a) ^ set(b)
-        for key in a:
-            if key in TIMING:
-                continue
-            if isinstance(a[key], float) and math.isnan(a[key]):
-                assert math.isnan(b[key]), key
-            else:
-                assert b[key] == pytest.approx(a[key], rel=rtol, abs=1e-9), (key, a["epoch"])
+    same_reports(expected, got, rtol=rtol, skip=TIMING, where="epoch")
 
 
 def test_a_pack_of_four_reports_what_four_separate_runs_report():

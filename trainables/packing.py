@@ -30,7 +30,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainables.registry import ConfigError
+from trainables.registry import ConfigError, build_config
 from trainables.session import BareSession, RaySession
 
 # The one key of a packed Ray trial's config: its members, in grid order.
@@ -108,6 +108,18 @@ def split_configs(name: str, configs: list[dict]) -> tuple[dict, list[dict]]:
             raise ValueError(f"members of one pack differ in {key!r} ({values}); only {', '.join(info.axes)} may")
         shared[key] = values[0]
     return shared, [{k: c[k] for k in info.axes if k in c} for c in configs]
+
+
+def member_configs(name: str, config_class: type, configs: list[dict]) -> list:
+    """Each member's config built (each field and the checks across fields), once the members
+    are known to differ only in packable axes and to share nothing that cannot run packed."""
+    split_configs(name, configs)
+    cfgs = [build_config(config_class, c) for c in configs]
+    for key, refused in get_packed(name).refused.items():
+        value = getattr(cfgs[0], key)
+        if value in refused:
+            raise ValueError(f"{key}={value!r} cannot run packed: {refused[value]}")
+    return cfgs
 
 
 # ---------------------------------------------------------------- the config of a packed Ray trial

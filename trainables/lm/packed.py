@@ -33,9 +33,8 @@ from trainables.lm.metrics import mfu, peak_bf16_flops
 from trainables.lm.optim import weight_decay_groups
 from trainables.lm.train import TRAIN_EVAL_SEED, VAL_SEED, IntervalTimer, _cpu_copy, schedule_at
 from trainables.models.gpt import GPT, model_config
-from trainables.packing import PackSession, get_packed, split_configs
+from trainables.packing import PackSession, member_configs
 from trainables.precision import precision, resolve_device
-from trainables.registry import build_config
 
 def member_loss(call, x, y):
     """What each member computes: the GPT's loss (its logits stay inside the vmap)."""
@@ -55,12 +54,8 @@ def evaluate(model: StackedModel, params: dict, batches: list[tuple[torch.Tensor
 
 
 def run(configs: list[dict], session: PackSession) -> None:
-    split_configs("lm", configs)  # members may differ only in the packable axes (trainables/__init__.py)
-    cfgs = [build_config(LMConfig, c) for c in configs]
+    cfgs = member_configs("lm", LMConfig, configs)  # members may differ only in the packable axes
     cfg, size = cfgs[0], len(cfgs)  # cfg: the fields every member shares
-    for key, values in get_packed("lm").refused.items():
-        if getattr(cfg, key) in values:
-            raise ValueError(f"{key}={getattr(cfg, key)!r} cannot run packed: {values[getattr(cfg, key)]}")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

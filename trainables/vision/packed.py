@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from trainables.batched import BatchedSGD, StackedModel, member_norms, update_norm_stats
-from trainables.packing import PackSession, get_packed, split_configs
+from trainables.packing import PackSession, member_configs
 from trainables.precision import precision, resolve_device
-from trainables.registry import ConfigError, build_config
+from trainables.registry import ConfigError
 from trainables.schedules import lr_at
 from trainables.vision.config import VisionConfig
 from trainables.vision.data import DeviceBatches, balanced_subset, load_dataset
@@ -257,12 +257,8 @@ class StackedEMA:
 
 
 def run(configs: list[dict], session: PackSession) -> None:
-    split_configs("vision", configs)  # members may differ only in the packable axes (trainables/__init__.py)
-    cfgs = [build_config(VisionConfig, c) for c in configs]  # with the checks across fields (__post_init__)
+    cfgs = member_configs("vision", VisionConfig, configs)  # members may differ only in the packable axes
     cfg, size = cfgs[0], len(cfgs)  # cfg: the fields every member shares
-    for key, values in get_packed("vision").refused.items():
-        if getattr(cfg, key) in values:
-            raise ValueError(f"{key}={getattr(cfg, key)!r} cannot run packed: {values[getattr(cfg, key)]}")
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

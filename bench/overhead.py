@@ -178,6 +178,8 @@ def main() -> None:
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="shorter runs, one repeat")
+    parser.add_argument("--lengths", type=int, nargs=2, metavar=("SHORT", "LONG"),
+                        help="the two run lengths (steps or epochs) of every case, instead of the built-in ones")
     parser.add_argument("--target-trial-s", type=float, default=60.0)
     parser.add_argument("--out", help="JSON path (default: bench/results/overhead.json)")
     parser.add_argument("--bare-nice", type=int, default=int(os.environ.get("RAY_worker_niceness", 15)),
@@ -190,7 +192,8 @@ def main() -> None:
         args.repeats = 1
     record = Record("overhead", vars(args))
     record["cases"] = {c: {"preset": CASES[c][0], "overrides": CASES[c][1], "length_key": CASES[c][2],
-                           "lengths": CASES[c][3]["quick" if args.quick else "full"]} for c in args.cases}
+                           "lengths": args.lengths or CASES[c][3]["quick" if args.quick else "full"]}
+                       for c in args.cases}
 
     import ray
     import torch

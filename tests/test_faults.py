@@ -167,6 +167,16 @@ def _crash_study(storage, monkeypatch):
     one trial at a time, so its state knows neither the finished trials nor the later
     ones; the writer's buffered rows are lost.
     """
+    spec = parse_spec({"name": "crash", "trainable": "probe",
+                       "config": {"steps": 12, "checkpoint_every": 3, "sleep_s": 0.02},
+                       "axes": {"seed": [0, 1, 2]}, "resources": {"cpu": 1}, "keep_checkpoints": None})
+    return crash_driver(spec, storage, monkeypatch, finished_before_crash=1)
+
+
+def crash_driver(spec, storage, monkeypatch, *, finished_before_crash: int) -> dict:
+    """Launch ``spec`` and let its driver 'die' (the store callback's writer dropped, an
+    exception out of Tune) once ``finished_before_crash`` trials finished and a report of
+    iteration ≥ 8 arrives with rows still buffered; return those lost rows' iterations."""
     from ray.tune import Callback
 
     launch_module = sys.modules["study.launch"]
@@ -178,7 +188,8 @@ def _crash_study(storage, monkeypatch):
         def on_trial_result(self, iteration, trials, trial, result, **info):
             writer = self.store_callback.writer
             statuses = [row.get("status") for row in writer.trials.values()]
-            if statuses.count("finished") >= 1 and result["training_iteration"] >= 8 and any(writer.buffers.values()):
+            if (statuses.count("finished") >= finished_before_crash and result["training_iteration"] >= 8
+                    and any(writer.buffers.values())):
                 self.lost = {k: [r["training_iteration"] for r in v] for k, v in writer.buffers.items()}
                 self.store_callback.writer = _Dead()
                 raise RuntimeError("simulated driver crash")
@@ -191,9 +202,6 @@ def _crash_study(storage, monkeypatch):
         crash.append(CrashDriver(callbacks[0]))
         return callbacks + crash
 
-    spec = parse_spec({"name": "crash", "trainable": "probe",
-                       "config": {"steps": 12, "checkpoint_every": 3, "sleep_s": 0.02},
-                       "axes": {"seed": [0, 1, 2]}, "resources": {"cpu": 1}, "keep_checkpoints": None})
     with monkeypatch.context() as patch:
         patch.setattr(launch_module, "_callbacks", with_crash)
         patch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "3600")

@@ -10,7 +10,6 @@ import io
 import math
 import os
 import shutil
-import sys
 
 import optuna
 import pandas as pd
@@ -21,7 +20,7 @@ from analysis.report import build_report
 from study import parse_spec
 from study.launch import launch, resume
 from study.store import StudyStore
-from tests.test_faults import assert_exactly_once_and_as_uninterrupted
+from tests.test_faults import assert_exactly_once_and_as_uninterrupted, crash_driver
 from tests.test_storage import s3_server  # noqa: F401  (the moto S3 server fixture)
 
 
@@ -163,41 +162,13 @@ def test_random_search_same_seed_same_configs(ray_session, tmp_path):
 
 
 def _crash_search(storage, monkeypatch):  # (see crashed_search)
-    """An Optuna search whose driver 'dies' once a trial finished and another is past a checkpoint,
-    with Ray Tune's state saved only at the start (the worst case, as in test_faults)."""
-    from ray.tune import Callback
-
-    from tests.test_faults import _Dead
-
-    launch_module = sys.modules["study.launch"]
-
-    class CrashDriver(Callback):
-        def __init__(self, store_callback):
-            self.store_callback = store_callback
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            writer = self.store_callback.writer
-            statuses = [row.get("status") for row in writer.trials.values()]
-            if statuses.count("finished") >= 2 and result["training_iteration"] >= 8 and any(writer.buffers.values()):
-                self.store_callback.writer = _Dead()
-                raise RuntimeError("simulated driver crash")
-
-    make_callbacks = launch_module._callbacks
-
-    def with_crash(*args, **kwargs):
-        callbacks = make_callbacks(*args, **kwargs)
-        return callbacks + [CrashDriver(callbacks[0])]
-
+    """An Optuna search whose driver 'dies' once two trials finished and another is past a
+    checkpoint, with Ray Tune's state saved only at the start (the worst case, as in test_faults)."""
     spec = parse_spec(search_spec("crash", config={"steps": 12, "checkpoint_every": 3, "sleep_s": 0.02},
                                   axes={"weight_decay": [0.0, 0.5], "lr": {"loguniform": [0.01, 1.0]}},
                                   num_samples=3, scheduler=None, max_concurrent=2, keep_checkpoints=None,
                                   sampler={"tpe": {"n_startup_trials": 2}}))
-    with monkeypatch.context() as patch:
-        patch.setattr(launch_module, "_callbacks", with_crash)
-        patch.setenv("TUNE_GLOBAL_CHECKPOINT_S", "3600")
-        patch.setenv("TUNE_MAX_PENDING_TRIALS_PG", "1")
-        with pytest.raises(Exception, match="simulated driver crash"):
-            launch(spec, storage=storage, stream=io.StringIO())
+    crash_driver(spec, storage, monkeypatch, finished_before_crash=2)
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """``python -m analysis``: figures, verdicts and reports from the Parquet store.
 
 Exit codes: 0 done; 1 the store could not be read (one line ``error: ...``, nothing
-written); 3 with ``--strict``, a verdict failed (the report is still written).
+written); 3 with ``--strict``, a verdict failed or was inconclusive (the report is still written).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ def _parser() -> argparse.ArgumentParser:
                                      "and figures/ (PNG and SVG) into its folder.")
     p.add_argument("name", help="study name")
     p.add_argument("--storage", default="studies", help="store root: a folder or a URI such as s3://bucket/prefix (default: %(default)s)")
-    p.add_argument("--strict", action="store_true", help=f"exit {EXIT_VERDICT_FAILED} when a verdict fails")
+    p.add_argument("--strict", action="store_true", help=f"exit {EXIT_VERDICT_FAILED} when a verdict fails or is inconclusive")
     p.add_argument("--baseline", metavar="GRID_STUDY",
                    help="a search study: compare it with this grid study over the same box (its best and its compute)")
     p.add_argument("--storage-baseline", help="store root of --baseline (default: the same as the study)")
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             report, location = write_study_report(load_study(args.name, args.storage), baseline)
             print(f"report: {location}")
             print(f"verdicts: {report.summary()}")
-            for verdict in report.failed:
-                print(f"  FAIL {verdict.claim}: {verdict.reason}")
-            return EXIT_VERDICT_FAILED if args.strict and report.failed else 0
+            for verdict in report.undecided:
+                print(f"  {verdict.status.upper()} {verdict.claim}")
+            return EXIT_VERDICT_FAILED if args.strict and report.undecided else 0
         from analysis.compare import write_comparison
 
         a = load_study(args.a, args.storage)

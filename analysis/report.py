@@ -24,6 +24,7 @@ import yaml
 from analysis import figures, search, verdicts
 from analysis.load import CONFIG, Study, column, fmt, has_values, load_study, varied_axes
 from analysis.stats import CONFIDENCE
+from analysis.stats import OUTCOMES
 from analysis.verdicts import NOT_APPLICABLE, Verdict
 from study.store import StudyStore
 
@@ -120,7 +121,7 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
             lambda metric=metric: figures.chinchilla(curves, metric))
     add("train_val_gap", "Final train–validation gap vs weight decay",
         [lm, (has_values(curves, "train_loss"), "no train_loss reported")],
-        lambda: figures.train_val_gap(curves, epsilon=verdicts.GAP_EPSILON))
+        lambda: figures.train_val_gap(curves))
 
     precision_varies = _count(finals, "precision") >= 2
     loss = next((m for m in ("train_loss", study.metric, "loss") if m and has_values(curves, m)), None)
@@ -227,24 +228,15 @@ def _study_names(study: Study) -> list[str]:
 
 
 def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
-    """Every claim check on this study (applicable ones first, in a fixed order)."""
-    found = [
-        verdicts.ushape(finals),
-        verdicts.ushape_finetuned(curves),
-        verdicts.wd_helps_only_at_large_lr(finals),
-        verdicts.chinchilla_cosine(curves),
-        verdicts.chinchilla_constant(curves),
-        verdicts.train_val_gap(curves),
-        verdicts.bf16_divergence(finals),
-        verdicts.best_not_on_edge(finals, study.metric, study.mode),
-    ]
+    """Every claim check on this study: applicable ones first, in a fixed order."""
+    found = verdicts.all_verdicts(finals, curves, study.metric, study.mode)
     searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
     if searched:  # the claims that compare grid points at fixed learning rates / weight decays
         why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
                f"at fixed values (see the Search section)")
-        found[:4] = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}) for v in found[:4]]
-        found[5] = replace(found[5], status=NOT_APPLICABLE, reason=why, numbers={})
-    return sorted(found, key=lambda v: v.status == NOT_APPLICABLE)
+        found = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}, seeds_needed=None)
+                 if v.claim in verdicts.GRID_CLAIMS else v for v in found]
+    return sorted(found, key=lambda v: not v.applicable)
 
 
 @dataclass
@@ -261,9 +253,14 @@ class Report:
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.failed]
 
+    @property
+    def undecided(self) -> list[Verdict]:
+        """Verdicts that did not pass although they apply: failed or inconclusive (what ``--strict`` refuses)."""
+        return [v for v in self.verdicts if v.failed or v.inconclusive]
+
     def summary(self) -> str:
-        counts = pd.Series([v.status for v in self.verdicts]).value_counts()
-        return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "not-applicable"))
+        counts = pd.Series([v.status for v in self.verdicts], dtype=object).value_counts()
+        return ", ".join(f"{counts.get(s, 0)} {s}" for s in OUTCOMES)
 
 
 def render(fig, fmt_name: str) -> bytes:
@@ -280,11 +277,18 @@ def _cell(text: str) -> str:
 
 
 def verdict_table(items: list[Verdict]) -> str:
-    lines = ["| claim | verdict | evidence | thresholds |", "|---|---|---|---|"]
-    for v in items:
-        mark = {"pass": "**pass**", "fail": "**FAIL**"}.get(v.status, v.status)
+    """The applicable verdicts as a table; not-applicable ones as one line each below it."""
+    applicable = [v for v in items if v.applicable]
+    lines = ["| claim | verdict | evidence | thresholds |", "|---|---|---|---|"] if applicable else ["_no claim applies_"]
+    for v in applicable:
+        mark = {"pass": "**pass**", "fail": "**FAIL**", "inconclusive": "_inconclusive_"}[v.status]
+        if v.inconclusive and v.seeds_needed:
+            mark += f" (≈{v.seeds_needed} seeds would decide)"
         thresholds = ", ".join(f"{k}={fmt(val)}" for k, val in v.thresholds.items())
         lines.append(f"| {_cell(v.claim)} | {mark} | {_cell(v.reason)} | {_cell(thresholds)} |")
+    skipped = [v for v in items if not v.applicable]
+    if skipped:
+        lines += ["", "Not applicable to this study:", "", *[f"- {_cell(v.claim)}: {_cell(v.reason)}" for v in skipped]]
     return "\n".join(lines)
 
 
@@ -382,9 +386,10 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
               f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
               f"- verdicts: {report.summary()}", ""]
     lines += ["## Verdicts", "",
-              "Each claim of the paper checked on this study's data (thresholds are the check's "
-              "parameters; where grid points have several seeds, differences must also clear their "
-              "Student-t interval). `not-applicable` means the study lacks the data the claim needs.", "",
+              "Each claim of the paper checked on this study's data: **pass** when the 90 % Student-t "
+              "interval over seeds clears the claim's threshold, **FAIL** when it lies wholly on the other "
+              "side, _inconclusive_ when it straddles the threshold or a grid point has one seed (with the "
+              "seeds that would decide). Thresholds are justified in `analysis/verdicts.py`.", "",
               verdict_table(found), ""]
     lines += ["## Figures", ""]
     for item in plan:

@@ -32,12 +32,12 @@ from analysis.figures import (_clip, _colors, _figure, _format_y, _label, _legen
 from analysis.load import Study, column, fmt, has_values
 from analysis.stats import CONFIDENCE, t_interval
 
-SEARCHES = ("random", "optuna")
+SAMPLED_SEARCHES = ("random", "optuna")  # the searches that sample configs (not a grid)
 TOLERANCE = 0.02  # "within 2 % of the best": the benchmark's and the summary's default
 
 
 def is_search(spec: dict) -> bool:
-    return spec.get("search") in SEARCHES
+    return spec.get("search") in SAMPLED_SEARCHES
 
 
 def searched_axes(spec: dict) -> list[str]:

@@ -53,7 +53,7 @@ from analysis.stats import (FAIL, INCONCLUSIVE, NOT_APPLICABLE, OUTCOMES, PASS, 
 ERROR_DELTA = 0.0025
 LOSS_DELTA = 0.001
 ALIKE_EPSILON = 0.01
-ENDED = ("finished", "diverged")  # trials whose outcome is known; failed/stopped/running are left out
+JUDGED = ("finished", "diverged")  # trials a claim judges; failed/stopped/running ones are left out
 #: The λ > 0 arms the paper ran for its Chinchilla figure, per schedule (others are reported, not required).
 PAPER_WD = {"cosine": (0.1, 0.3), "constant": (0.1, 0.3, 0.6)}
 #: The middle of the cosine phase where the paper sees AdamW's loss above Adam's.
@@ -193,7 +193,7 @@ def _left_out(frame: pd.DataFrame) -> str:
     """' (2 failed, 1 stopped trials left out)' for trials that neither finished nor diverged."""
     if "trial_id" in frame:
         frame = frame.drop_duplicates("trial_id")
-    counts = _statuses(frame)[lambda s: ~s.isin(ENDED)].value_counts().sort_index()
+    counts = _statuses(frame)[lambda s: ~s.isin(JUDGED)].value_counts().sort_index()
     if counts.empty:
         return ""
     return " (" + ", ".join(f"{n} {s}" for s, n in counts.items()) + " trials left out)"
@@ -224,7 +224,7 @@ class _Arm:
 def _arms(frame: pd.DataFrame, value: str, by: Sequence[str]) -> dict[tuple, _Arm]:
     """Per group of ``by`` columns: finished finite values indexed by seed, diverged count."""
     data = frame.assign(_status=_statuses(frame).to_numpy())
-    data = data[data["_status"].isin(ENDED)]
+    data = data[data["_status"].isin(JUDGED)]
     arms: dict[tuple, _Arm] = {}
     grouped = data.groupby(list(by), observed=True, sort=True) if by else [((), data)]
     for key, part in grouped:
@@ -828,7 +828,7 @@ def bf16_divergence(trials: pd.DataFrame, *, min_diverged_fraction: float = 2 / 
             return _na(claim, f"no trials at LR {lr:g}", thresholds)
         thresholds["lr"] = lr
     data = data[data[prec].astype(str).isin(["fp32", bf16])]
-    ended = data[_statuses(data).isin(ENDED)]
+    ended = data[_statuses(data).isin(JUDGED)]
     cells = {}
     for (p, w), part in ended.groupby([ended[prec].astype(str), ended[wd].astype(float)], sort=True):
         cells[(p, w)] = (int((part["status"].astype(str) == "diverged").sum()), len(part))

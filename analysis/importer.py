@@ -502,7 +502,7 @@ def _trial(config: dict, seed: int, status: str, rows: list[_Row], n_seeds: int 
         if row.x is not None or values:
             reports.append({**values, "training_iteration": len(reports) + 1})
     return ImportedTrial(config={**config, "seed": seed}, status=status, reports=reports,
-                         rows=[r.number for r in rows], n_seeds=n_seeds)
+                         rows=sorted(r.number for r in rows), n_seeds=n_seeds)
 
 
 def _spec(path: str, name: str, info, trials: list[ImportedTrial], columns: Columns) -> StudySpec:

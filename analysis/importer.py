@@ -264,6 +264,9 @@ def classify(path: str, header: list[str], trainable: str) -> Columns:
     sds = {name[:-len(SD_SUFFIX)]: i for i, name in enumerate(header)
            if name.endswith(SD_SUFFIX) and name[:-len(SD_SUFFIX)] in index}
     for metric in sds:
+        if metric in X_COLUMNS:
+            raise TableError(path, f"{metric} says when a row was reported; it has no spread", "header",
+                             metric + SD_SUFFIX)
         if metric not in metrics:
             raise TableError(path, f"a spread, but {metric!r} is not a metric column", "header", metric + SD_SUFFIX)
     if sds and "n_seeds" not in index:

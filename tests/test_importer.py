@@ -206,6 +206,8 @@ BAD = {  # name: (table text, the row and column the error names, a word of the 
                                       "vision,vgg16,cifar10,0.1,0,0.3\n", "row 3, column step", "rows 1 and 3"),
     "two statuses in one trial": (GOOD + ROW + ROW.replace(",10,", ",20,").replace("finished", "diverged"),
                                   "row 2, column status", "one status"),
+    "a spread of the x": (SUMMARY.replace("\n", ",epoch_sd\n") + "vision,vgg16,cifar10,0.1,10,3,0.2,0.01,1\n",
+                          "header, column epoch_sd", "no spread"),
     "ragged row": (GOOD + "vision,vgg16,cifar10,0.1,0\n", "row 1, column epoch", "missing"),
     "no trainable": ("model,dataset,lr,epoch,test_error\nvgg16,cifar10,0.1,10,0.2\n", None, "--trainable"),
 }

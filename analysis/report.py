@@ -229,7 +229,7 @@ def _study_names(study: Study) -> list[str]:
 
 def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
     """Every claim check on this study: applicable ones first, in a fixed order."""
-    found = verdicts.all_verdicts(finals, curves, study.metric, study.mode)
+    found = verdicts.all_verdicts(finals, curves)
     searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
     if searched:  # the claims that compare grid points at fixed learning rates / weight decays
         why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
@@ -246,6 +246,7 @@ class Report:
     study: Study
     verdicts: list[Verdict]
     figures: list[FigureItem]
+    checks: list[Verdict] = field(default_factory=list)  # of the grid itself (verdicts.grid_checks), not claims
     files: dict[str, bytes] = field(default_factory=dict)  # path under the study folder → bytes
     markdown: str = ""
 
@@ -365,7 +366,7 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
     finals, curves = study.finals(), study.curves()
     found = study_verdicts(study, finals, curves)
     plan = figure_plan(study, finals, curves, baseline)
-    report = Report(study, found, plan)
+    report = Report(study, found, plan, verdicts.grid_checks(finals, study.metric, study.mode))
     for item in plan:
         if item.draw is None:
             continue
@@ -391,6 +392,8 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
               "side, _inconclusive_ when it straddles the threshold or a grid point has one seed (with the "
               "seeds that would decide). Thresholds are justified in `analysis/verdicts.py`.", "",
               verdict_table(found), ""]
+    lines += ["## Grid check", "", "Not a claim of the paper: whether the grid contains its own optimum (the tuning "
+              "playbook's check), by the same rule.", "", verdict_table(report.checks), ""]
     lines += ["## Figures", ""]
     for item in plan:
         if item.draw is None:

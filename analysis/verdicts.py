@@ -917,8 +917,8 @@ def best_not_on_edge(finals: pd.DataFrame, value: str, mode: str = "min", *,
 
 # ------------------------------------------------------------------ the list a report runs
 
-def all_verdicts(finals: pd.DataFrame, curves: pd.DataFrame, metric: str | None, mode: str = "min") -> list[Verdict]:
-    """Every claim check on one study, in a fixed order (the report puts applicable ones first)."""
+def all_verdicts(finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
+    """Every check of the paper's claims on one study, in a fixed order (a report puts applicable ones first)."""
     return [
         ushape(finals),
         ushape_finetuned(curves),
@@ -929,8 +929,13 @@ def all_verdicts(finals: pd.DataFrame, curves: pd.DataFrame, metric: str | None,
         chinchilla_constant(curves),
         train_val_alike(curves),
         bf16_divergence(finals),
-        best_not_on_edge(finals, metric, mode),
     ]
+
+
+def grid_checks(finals: pd.DataFrame, metric: str | None, mode: str = "min") -> list[Verdict]:
+    """Checks of the grid itself, not claims of the paper (the tuning playbook's): the best point
+    is not on the grid's edge."""
+    return [best_not_on_edge(finals, metric, mode)]
 
 
 #: The claims that compare grid points at fixed LR / WD values (not applicable when those axes are searched).

@@ -32,7 +32,7 @@ def test_report_writes_every_file_it_lists(tmp_path, capsys):
     out = capsys.readouterr().out
     folder = os.path.join(storage, "vision")
     assert f"report: {os.path.join(folder, 'report.md')}" in out
-    assert "verdicts: 4 pass, 0 fail, 0 inconclusive, 6 not-applicable" in out
+    assert "verdicts: 3 pass, 0 fail, 0 inconclusive, 6 not-applicable" in out
     text = open(os.path.join(folder, "report.md")).read()
     files = linked_files(text)
     expected_keys = ["ushape", "ushape_finetune", "finetune_branches", "heatmap", "train_loss", "norms", "hessian_trace",
@@ -45,7 +45,7 @@ def test_report_writes_every_file_it_lists(tmp_path, capsys):
     # the verdict table holds the applicable claims; the others are one line each below it
     section = text.split("## Verdicts")[1].split("Not applicable to this study:")[0]
     table = [line for line in section.splitlines() if line.startswith("|")]
-    assert table[0].startswith("| claim | verdict |") and len(table) == 2 + 4
+    assert table[0].startswith("| claim | verdict |") and len(table) == 2 + 3
     assert table[2].startswith("| U-shape after the LR decay (Fig. 1") and "**pass**" in table[2]
     assert "interior minimum 4.00% at LR 0.03" in table[2] and "delta=0.0025" in table[2]
     assert table[3].startswith("| U-shape of the fine-tuned copies (Figs. 2–3") and "**pass**" in table[3]
@@ -53,6 +53,8 @@ def test_report_writes_every_file_it_lists(tmp_path, capsys):
     assert "Not applicable to this study:" in text and "\n- bf16 divergence: " in text and "no precision in the config" in text
     assert not any("not-applicable" in line for line in table)
     assert "| Large LR and WD together give the best test error" in section
+    grid_check = text.split("## Grid check")[1].split("## Figures")[0]
+    assert "| Best finetune_test_error is not on the edge of the grid" in grid_check and "**pass**" in grid_check
     # figures that do not apply are listed with their reason, never silently skipped
     assert "- `chinchilla_val_loss`" in text and "not the LM regime" in text
     assert "- `divergence_curves`" in text and "needs ≥ 2 precisions" in text
@@ -125,7 +127,7 @@ def test_any_subset_of_metrics_gives_verdicts_and_figures_without_crashing(tmp_p
     study = load_study(kind, storage)
     finals, curves = study.finals(), study.curves()
     found = study_verdicts(study, finals, curves)
-    assert len(found) == 10 and all(v.status in verdicts.OUTCOMES and v.reason for v in found)
+    assert len(found) == 9 and all(v.status in verdicts.OUTCOMES and v.reason for v in found)
     plan = figure_plan(study, finals, curves)
     for item in plan:
         assert (item.draw is None) != (item.reason is None)

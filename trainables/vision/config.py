@@ -74,7 +74,8 @@ class VisionConfig:
     # numerics and run control
     precision: Literal["fp32", "fp16-autocast", "bf16-autocast"] = param("fp32", help="fp16-autocast uses a GradScaler on CUDA; Tr(H) is always fp32")
     seed: int = param(0, ge=0, help="drives initialisation, batch order and augmentation")
-    divergence_loss: float = param(0.0, ge=0, help="diverged also when an epoch's mean train loss exceeds this; 0 = only NaN/inf")
+    divergence_loss: float = param(0.0, ge=0, help="an epoch whose mean train loss exceeds this starts a blow-up; 0 = none (NaN/inf: diverged at once)")
+    divergence_patience: int = param(3, ge=0, help="epochs after a blow-up's first within which the mean train loss must come back below divergence_loss (a loss spike, counted in loss_spikes); else, or at the last epoch: diverged")
     checkpoint_every: int = param(0, ge=0, help="epochs between checkpoints (taken at report epochs); 0 = only when asked")
     device: str = param("auto", help="auto, cpu, cuda, cuda:N")
     threads: int = param(0, ge=0, help="torch CPU threads; 0 = the trial's CPUs")

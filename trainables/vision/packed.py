@@ -269,7 +269,8 @@ def run(configs: list[dict], session: PackSession) -> None:
 
     # data: on the device once; each member's training batches from its seed, evaluation in a fixed order
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_samples=cfg.train_samples,
-                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download)
+                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download,
+                        input_norm=cfg.input_norm)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     if device.type == "cuda":

@@ -68,7 +68,7 @@ def build_model(cfg: VisionConfig, data: VisionData) -> nn.Module:
                                    f"for mnist1d use cnn1d-si")
     if cfg.model in PLANS:
         return VGG(VGGConfig(depth=cfg.model, width=cfg.width or 64, in_channels=channels,
-                             num_classes=data.num_classes))
+                             num_classes=data.num_classes, imagenet_normalize=cfg.input_norm == "authors-vgg"))
     return PreActResNet(ResNetConfig(blocks=BLOCKS[cfg.model.removesuffix("-si")], width=cfg.width or 64,
                                      scale_invariant=cfg.model.endswith("-si"), in_channels=channels,
                                      num_classes=data.num_classes))
@@ -237,7 +237,8 @@ def run(config: dict, session: Session) -> None:
 
     # data: on the device once; training batches from the run's seed, evaluation in a fixed order
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_samples=cfg.train_samples,
-                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download)
+                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download,
+                        input_norm=cfg.input_norm)
     images_on_gpu = device.type == "cuda" and data.x_train.dim() == 4
     layout = torch.channels_last if images_on_gpu else torch.contiguous_format  # faster convs in fp16 on GPUs
     x_train, y_train = data.x_train.to(device, memory_format=layout), data.y_train.to(device)

@@ -402,6 +402,9 @@ class StoreWriter:
         self.last_flush = time.monotonic()
         self.trials_dirty = False
 
+    def __getstate__(self):  # Ray Tune pickles its callbacks; a lock (its thread and events) stays here
+        return {**self.__dict__, "lock": None}
+
     def load_existing(self) -> None:
         """Continue a study already in the store (resume): keep its rows and part numbers.
 
@@ -591,15 +594,11 @@ def rows_to_table(rows: Iterable[dict[str, Any]], types: dict[str, str] | None =
 
 
 def _column(values: list, type_name: str | None) -> pa.Array:
+    inferred = pa.array(values)
     if type_name is None:
-        return pa.array(values)
-    arrow_type = pa.type_for_alias(type_name)
-    try:
-        return pa.array(values, type=arrow_type)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, OverflowError):
-        inferred = pa.array(values)
-    try:  # e.g. 3.0 reported for an int64 column
-        return inferred.cast(arrow_type)
+        return inferred
+    try:  # a safe cast: 3.0 becomes 3 in an int64 column, 4.5 is not truncated
+        return inferred.cast(pa.type_for_alias(type_name), safe=True)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return inferred
 

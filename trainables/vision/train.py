@@ -89,6 +89,22 @@ def layer_params(model: nn.Module) -> dict[str, list[torch.Tensor]]:
     return layers
 
 
+# (channels, *spatial) and classes of each dataset, for the model's layer names without loading data
+_SHAPES = {"mnist1d": ((1, 40), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+
+
+def layer_metrics(config: dict) -> dict[str, str]:
+    """The per-layer metrics a trial of ``config`` reports (``weight_norm/<layer>``), declared
+    up front for the store's schema: the model is built on the meta device (no memory, no data)."""
+    defaults = VisionConfig()
+    cfg = VisionConfig(**{k: config.get(k, getattr(defaults, k)) for k in ("model", "dataset", "width")})
+    shape, classes = _SHAPES[cfg.dataset]
+    data = VisionData(*(torch.empty(0, *shape, device="meta"),) * 4, num_classes=classes, name=cfg.dataset)
+    with torch.device("meta"):
+        model = build_model(cfg, data)
+    return {f"weight_norm/{name}": "double" for name in layer_params(model)}
+
+
 def make_projection(cfg: VisionConfig, model: nn.Module) -> SphereProjection | None:
     if cfg.projection == "none":
         return None

@@ -4,6 +4,7 @@
 
     name: quickstart
     trainable: lm                 # a registered trainable (see `python -m study list`)
+    imports: []                   # modules to import first: they register trainables of your own
     config: {steps: 600}          # fixed values of the trainable's config
     axes:                         # the grid: one trial per combination
       weight_decay: [0.0, 0.3]
@@ -23,9 +24,11 @@ Every problem is a ``SpecError`` whose one-line message names the file and the k
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import os
 import re
+import reprlib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Mapping
@@ -39,6 +42,7 @@ MODES = ("min", "max")
 # Ray Tune's own result keys that a stop criterion may name besides the trainable's metrics.
 RAY_STOP_KEYS = ("training_iteration", "time_total_s")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class SpecError(ValueError):
@@ -80,6 +84,8 @@ class StudySpec:
         scheduler: early stopping ``{asha|median: options}``, every option resolved, or None.
         pack: grid points trained together in one Ray trial (1: each its own trial); points
             differing only in the trainable's packable axes share a pack (``study.packs``).
+        imports: Python modules imported before ``trainable`` is looked up; each registers
+            trainables of its own with ``trainables.register`` (docs/write-a-trainable.md).
     """
 
     name: str
@@ -103,6 +109,7 @@ class StudySpec:
     sampler: Mapping[str, Any] | None = None
     scheduler: Mapping[str, Any] | None = None
     pack: int = 1
+    imports: tuple[str, ...] = ()
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest)."""
@@ -152,6 +159,8 @@ class StudySpec:
             data["scheduler"] = {k: dict(v) for k, v in self.scheduler.items()}
         if data.pop("pack") > 1:  # an unpacked study's spec.yaml stays as it was
             data["pack"] = self.pack
+        if data.pop("imports"):  # likewise a spec without imports
+            data["imports"] = list(self.imports)
         return data
 
 
@@ -249,7 +258,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
-             "num_samples", "search_seed", "sampler", "scheduler", "pack")
+             "num_samples", "search_seed", "sampler", "scheduler", "pack", "imports")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -268,6 +277,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     name = data["name"]
     if not isinstance(name, str) or not NAME_PATTERN.match(name):
         raise fail("name", f"{name!r} is not a valid study name (letters, digits, '.', '_', '-'; a folder name)")
+    imports = _import_modules(data.get("imports"), fail)
     try:
         info = get_trainable(data["trainable"]) if isinstance(data["trainable"], str) else None
     except ConfigError as exc:
@@ -391,8 +401,28 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
-        pack=pack,
+        pack=pack, imports=imports,
     )
+
+
+def _import_modules(imports: Any, fail) -> tuple[str, ...]:
+    """Import the spec's ``imports`` (module names), so that the trainables they register with
+    ``trainables.register`` can be named by ``trainable``. Importing runs the module's code: a
+    spec with ``imports`` is code, to be trusted as such. Ray workers import the trainable's
+    module themselves, so it must be importable there too (installed, or under the driver's
+    working folder, which Ray puts on its local workers' path)."""
+    if imports is None:
+        return ()
+    if not isinstance(imports, list) or not all(isinstance(m, str) and MODULE_PATTERN.fullmatch(m) for m in imports):
+        raise fail("imports", f"expected a list of module names such as [examples.logreg.trainable], "
+                              f"got {reprlib.repr(imports)}")
+    for i, module in enumerate(imports):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the user's module: whatever its import raises is a problem of this spec
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise fail(f"imports[{i}]", f"cannot import {module!r}: {type(exc).__name__}: {first}") from None
+    return tuple(imports)
 
 
 def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fail) -> None:

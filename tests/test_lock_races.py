@@ -6,6 +6,7 @@ driver that lost its lock stops. On a local folder and on S3 (moto's server)."""
 import io
 import json
 import os
+import signal
 import threading
 import time
 
@@ -270,13 +271,20 @@ def test_a_driver_that_loses_its_lock_ends_the_launch_with_one_line(tmp_path, mo
     monkeypatch.setattr(launch_module, "ensure_ray", lambda address=None, num_cpus=None: None)
 
     class TakenOverWhileRunning:
+        """Ray Tune's fit as far as the lock is concerned: it installs its own SIGINT handler (a
+        real one stays installed after a real fit in the same process) and ends its loop when
+        the signal arrives."""
+
         def fit(self):
-            os.remove(store.path(LOCK_FILE))  # another driver took the study over (as if it had been stale)
-            DriverLock(store, heartbeat_s=LONG).acquire()
-            deadline = time.monotonic() + 30
-            while time.monotonic() < deadline:  # Ray Tune's loop, until Ctrl-C (SIGINT) stops it
-                time.sleep(0.01)
-            raise AssertionError("the driver was not stopped")
+            stop = threading.Event()
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+            try:
+                os.remove(store.path(LOCK_FILE))  # another driver took the study over (as if it had been stale)
+                DriverLock(store, heartbeat_s=LONG).acquire()
+                if not stop.wait(30):
+                    raise AssertionError("the driver was not stopped")
+            finally:
+                signal.signal(signal.SIGINT, previous)
 
     monkeypatch.setattr(launch_module, "_new_tuner", lambda *a, **k: TakenOverWhileRunning())
     with pytest.raises(LaunchError, match="this driver lost the lock of study 'lost' .*it stopped") as caught:

@@ -38,7 +38,7 @@ EXIT_CODES = {
                       "`python -m study resume NAME` finishes it",
 }
 
-LINE_LIMIT = 300
+LINE_LIMIT = 400  # a path (the where) and ~300 characters of problem, long values already abbreviated
 
 
 class UsageError(ValueError):

@@ -70,7 +70,8 @@ def _report(args) -> int:
     from analysis.report import write_study_report
 
     study = _load(args.name, args.storage, "name")
-    baseline = _load(args.baseline, args.storage_baseline or args.storage, "--baseline") if args.baseline else None
+    baseline = (_load(args.baseline, args.storage_baseline or args.storage, "--baseline")
+                if args.baseline is not None else None)
     check_storage(args.storage, write=True)
     with reading(study.store.root):
         report, location = write_study_report(study, baseline)

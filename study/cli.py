@@ -117,6 +117,12 @@ def _launch(args) -> int:
     if args.dry_run:
         return _dry_run(spec)
     check_storage(args.storage, write=True)
+    store = StudyStore(args.storage, spec.name)
+    if store.exists() and args.resume:
+        _read_whole(store, same_name=True)
+    elif args.overwrite:  # what --overwrite deletes must be ours (launch checks it too; here damage is one line)
+        with reading(store.root):
+            store.check_files()
     note = checkpoint_note(spec)
     if note:
         print(note, file=sys.stderr)
@@ -164,10 +170,24 @@ def _resume(args) -> int:
     check_name(args.name, "name")
     check_storage(args.storage, write=True)
     store = open_study(args.storage, args.name)
-    stored_spec_data(store, same_name=True)  # a renamed folder must not resume (and report) into another study
+    _read_whole(store, same_name=True)
     result = resume(args.name, storage=args.storage, address=args.address, retry_failed=args.retry_failed,
                     graceful_sigterm=True)
     return _finish(result, args)
+
+
+def _read_whole(store: StudyStore, *, same_name: bool) -> None:
+    """Read every file of a stored study as resume and overwrite will, before Ray starts:
+    damage is one line and exit 1 here, not a traceback later. ``same_name``: a renamed
+    folder must not resume (and write its report) into the study its spec names."""
+    from study.store import StoreWriter
+
+    with reading(store.root):
+        spec = stored_spec_data(store, same_name=same_name)
+        StoreWriter(store, {}).load_existing()
+        store.check_files()
+        # the columns resume reads for its progress line and a scheduler's replay
+        store.read_metrics_columns([c for c in (spec.get("metric"), "training_iteration", "time_total_s") if c])
 
 
 def _finish(result, args) -> int:

@@ -65,6 +65,8 @@ def short_repr(value: Any, limit: int = 60) -> str:
 def abbreviate(text: str, limit: int = LINE_LIMIT) -> str:
     """``text`` on one line, its middle cut out when longer than ``limit`` characters."""
     text = " ".join(str(text).split("\n"))
+    if not text.isprintable():  # a control character from a damaged file must not reach the terminal
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
     if len(text) <= limit:
         return text
     note = f" ...[{len(text) - limit + 20} characters cut]... "
@@ -153,8 +155,13 @@ def reading(where: str):
     def context():
         try:
             yield
-        except (StoreError, StorageError, UsageError, OSError):
+        except (StoreError, StorageError, UsageError):
             raise
+        except OSError as exc:
+            if exc.errno is not None:  # the system's own error (permission, no space, connection): exit 4
+                raise
+            # Arrow reports a corrupt page or footer as an OSError without an errno
+            raise StoreError(f"{where}: unreadable ({_first_line(exc)})") from exc
         except (*_data_errors(), ValueError, KeyError, TypeError, IndexError, RecursionError) as exc:
             raise StoreError(f"{where}: unreadable ({type(exc).__name__}: {_first_line(exc)})") from exc
 

@@ -540,21 +540,42 @@ def _check_size(trials: int, max_trials: int | None, fail) -> None:
 def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fail) -> None:
     """Build every trial's config, so that a combination of values the trainable refuses
     (e.g. a CIFAR model on the 1-D dataset) fails here, before anything is launched. A
-    searched range stands in with its two ends (a choice with each of its values)."""
+    searched range stands in with its two ends (a choice with each of its values). Beyond
+    ``CHECKED_COMBINATIONS`` (a grid whose cap was raised), every pair of values of every
+    two axes is checked instead, the other axes at their first value: the trainables'
+    constraints relate two keys at a time."""
     values = {**axes, **{n: r.values if r.kind == "choice" else (r.low, r.high) for n, r in ranges.items()}}
-    names = list(values)
-    combinations = math.prod(len(v) for v in values.values())
-    if combinations > DEFAULT_MAX_TRIALS and combinations > math.prod(len(v) for v in axes.values()):
-        raise fail("axes", f"the grid and the ranges' ends (or choices) make {combinations:,} combinations to "
-                           f"check, more than {DEFAULT_MAX_TRIALS:,}; search fewer axes at once")
-    for combo in itertools.product(*(values[n] for n in names)):
-        point = dict(zip(names, combo))
+    for point in _combinations(values):
         try:
             config_class(**config, **point)
         except ConfigError as exc:
             where = f"axes.{exc.key}" if exc.key in point else f"config.{exc.key}"
             trial = f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})" if len(point) else ""
             raise fail(where, exc.message + trial) from None
+
+
+CHECKED_COMBINATIONS = 100_000
+
+
+def _combinations(values: dict[str, tuple]):
+    """Every combination of the values, or (beyond the budget) every pair of values of two
+    axes, or (beyond it still) every value of each axis, the other axes at their first value."""
+    names = list(values)
+    if math.prod(len(v) for v in values.values()) <= CHECKED_COMBINATIONS:
+        for combo in itertools.product(*(values[n] for n in names)):
+            yield dict(zip(names, combo))
+        return
+    first = {n: v[0] for n, v in values.items()}
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if sum(len(values[a]) * len(values[b]) for a, b in pairs) <= CHECKED_COMBINATIONS:
+        for a, b in pairs:
+            for x in values[a]:
+                for y in values[b]:
+                    yield {**first, a: x, b: y}
+        return
+    for a in names:
+        for x in values[a]:
+            yield {**first, a: x}
 
 
 def _pack(data: Mapping[str, Any], info, config_class: type, config: dict, axes: dict, stop: dict, fail) -> int:

@@ -21,7 +21,7 @@ from study.errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, abbreviate, bou
 from study.launch import DEFAULT_STORAGE, checkpoint_note, launch, resume
 from study.lock import read_lock
 from study.preflight import check_storage, open_study, stored_spec_data
-from study.spec import DEFAULT_MAX_TRIALS, check_name, load_spec, preset_names
+from study.spec import DEFAULT_MAX_TRIALS, SpecError, check_name, load_spec, preset_names
 from study.store import StoreError, StudyStore, display_storage, list_studies
 
 STORAGE_HELP = ("store root: a folder, or a URI such as s3://bucket/prefix (S3-compatible server: "
@@ -182,8 +182,15 @@ def _read_whole(store: StudyStore, *, same_name: bool) -> None:
     folder must not resume (and write its report) into the study its spec names."""
     from study.store import StoreWriter
 
+    from study.launch import stored_spec
+
     with reading(store.root):
         spec = stored_spec_data(store, same_name=same_name)
+        if same_name:  # resume runs the spec: it must validate against this checkout's trainables
+            try:
+                stored_spec(store)
+            except SpecError as exc:
+                raise StoreError(f"{exc} (the stored spec no longer validates)") from None
         StoreWriter(store, {}).load_existing()
         store.check_files()
         # the columns resume reads for its progress line and a scheduler's replay

@@ -15,12 +15,13 @@ import tracemalloc
 import pytest
 import yaml
 
-from study.errors import (EXIT_CODES, EXIT_STORAGE, EXIT_STORE, EXIT_USAGE, LINE_LIMIT, abbreviate,
-                          exit_code_table, short_repr)
+from study.errors import (EXIT_CODES, EXIT_STORAGE, EXIT_STORE, EXIT_USAGE, LINE_LIMIT, StorageError,
+                          abbreviate, exit_code_table, short_repr)
 from study.launch import LaunchError
 from study.preflight import PROBE_PREFIX, check_storage
 from study.spec import load_spec, parse_yaml
 from tests.real_store import analysis_main, run_cli, snapshot, study_main, write_probe_study
+from tests.test_storage import s3_server, s3_uri  # noqa: F401 (a fixture)
 
 
 class ReachedRay(LaunchError):
@@ -130,6 +131,31 @@ def test_the_storage_probe_leaves_nothing_behind(tmp_path):
     os.makedirs(tmp_path / "store")
     check_storage(str(tmp_path / "store"), write=True)
     assert not [f for f in os.listdir(tmp_path / "store") if f.startswith(PROBE_PREFIX)]
+
+
+def test_the_storage_probe_of_a_remote_store_leaves_nothing_behind():
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe("/probe-test/kept", b"x")
+    check_storage("memory://probe-test/store", write=True)  # writes and deletes a probe in /probe-test
+    assert memory.find("/probe-test") == ["/probe-test/kept"]
+    with pytest.raises(StorageError, match="is a file, not a folder"):
+        check_storage("memory://probe-test/kept", write=True)
+    memory.rm("/probe-test", recursive=True)
+
+
+def test_the_storage_probe_on_s3(s3_server):
+    import pyarrow.fs as pafs
+
+    from study.store import resolve_storage
+
+    storage = s3_uri(s3_server, "probe-bucket")
+    check_storage(storage, write=True)  # no bucket yet: reachable, created by the first write
+    fs, root = resolve_storage(storage)
+    fs.create_dir(root)
+    check_storage(storage, write=True)
+    assert [i.path for i in fs.get_file_info(pafs.FileSelector("probe-bucket", recursive=True))
+            if i.type == pafs.FileType.File] == []
 
 
 def corrupt_pages(path: str) -> None:

@@ -51,9 +51,6 @@ def _parser() -> argparse.ArgumentParser:
 
     p = verbs.add_parser("launch", help="run a study (a preset name or a YAML spec) as a Ray Tune grid",
                          description="Run a study as a Ray Tune grid and store every trial in the Parquet store.")
-    p.add_argument("--max-trials", type=int, metavar="N",
-                   help=f"allow a study of up to N trials (default: the spec's max_trials, else "
-                        f"{DEFAULT_MAX_TRIALS:,}); the count is computed before any trial is built")
     p.add_argument("spec", metavar="PRESET_OR_YAML", help="a preset name (see `list`) or a path to a YAML spec")
     p.add_argument("--name", help="study name in the store (default: the spec's name)")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=STORAGE_HELP)
@@ -61,6 +58,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the spec: steps=100 fixes a config value; axes.lr=[0.1,0.3] or resources.cpu=2 set a spec path (repeatable)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid (of a search: its space, budget and scheduler) and the trial count, run nothing")
+    p.add_argument("--max-trials", type=int, metavar="N",
+                   help=f"allow a study of up to N trials (default: the spec's max_trials, else "
+                        f"{DEFAULT_MAX_TRIALS:,}); the count is computed before any trial is built")
     p.add_argument("--address", help="Ray cluster address (default: RAY_ADDRESS, else start Ray here)")
     taken = p.add_mutually_exclusive_group()
     taken.add_argument("--overwrite", action="store_true", help="replace a stored study of the same name")

@@ -118,6 +118,17 @@ def test_a_storage_that_cannot_be_written_is_refused_before_ray(tmp_path, no_ray
     assert snapshot(str(tmp_path)) == before
 
 
+def test_a_folder_without_write_permission_is_refused_before_ray(tmp_path, no_ray, monkeypatch):
+    def denied(*args, **kwargs):  # what a read-only folder does to a process that is not root
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr("study.preflight.tempfile.mkstemp", denied)
+    spec = write(tmp_path / "s.yaml", PROBE)
+    one_error_line(run_cli(study_main, ["launch", spec, "--storage", str(tmp_path / "store")]), EXIT_STORAGE,
+                   f"{tmp_path} is not writable (Permission denied)")
+    assert os.listdir(tmp_path) == ["s.yaml"]
+
+
 def test_an_unreachable_s3_store_is_one_line():
     storage = "s3://bucket/studies?endpoint_override=127.0.0.1:1&scheme=http&region=us-east-1"
     one_error_line(run_cli(study_main, ["status", "p", "--storage", storage]), EXIT_STORAGE,

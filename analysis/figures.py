@@ -23,6 +23,7 @@ or were stopped are counted in the title when a figure leaves them out.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from typing import Sequence
 
@@ -81,6 +82,11 @@ def axis_label(name: str) -> str:
         return LABELS[name]
     words = name.replace("_", " ")
     return f"{words} (%)" if _is_error(name) else words
+
+
+def _words(name: str) -> str:
+    """``axis_label`` without its unit, for titles: "validation loss", "learning rate"."""
+    return re.sub(r" \([^()]*\)$", "", axis_label(name))
 
 
 def _luminance(rgb) -> float:
@@ -509,7 +515,7 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
     seeds = int(agg["n"].max()) if len(agg) else 0
     ax.set_xlabel(axis_label(x))
     _format_y(ax, value)
-    _title(ax, (title or f"{value} vs {x}") + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(finals),
+    _title(ax, (title or f"{_words(value)} vs {_words(x)}") + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(finals),
            fontsize=10)
     ax.grid(alpha=0.3, which="major")
     _legend(ax)
@@ -568,7 +574,7 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
     ax.set_ylabel(axis_label(rows))
     seeds = int(agg["n"].max()) if len(agg) else 0
     unit = " in %" if _is_error(value) else ""
-    _title(ax, (title or f"{value}{unit}: {rows} × {cols}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
+    _title(ax, (title or f"{_words(value)}{unit}: {_words(rows)} × {_words(cols)}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
                  + _left_out_note(finals), fontsize=10)
     return fig
 
@@ -616,7 +622,7 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
         _format_y(ax, value, label="")
     seeds = int(spread["n"].max()) if len(spread) else 0
     _figure_legend(fig, axs[0])
-    _suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {value} vs the {x} each copy branched from")
+    _suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {_words(value)} vs the {_words(x)} each copy branched from")
               + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -674,7 +680,7 @@ def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | Non
     """
     finished = _finite(_finished(curves, y))
     log = log and len(finished) > 0 and bool((finished > 0).all())
-    return _curve_grid(curves, [(y, axis_label(y), log)], x=x, by=by, title=title or f"{y} vs {x or x_column(curves)}")
+    return _curve_grid(curves, [(y, axis_label(y), log)], x=x, by=by, title=title or f"{_words(y)} vs {_words(x or x_column(curves))}")
 
 
 def _effective_lr_label(curves: pd.DataFrame) -> str:
@@ -758,7 +764,7 @@ def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x
                   (Line2D([], [], color="black", linestyle="--"), f"dashed: {ema} (EMA of the weights)")]
     _figure_legend(fig, axs[0], extra=style_keys)
     seeds = int(spreads[plain]["n"].max()) if len(spreads[plain]) else 0
-    _suptitle(fig, (title or f"{plain} (solid) vs the EMA of the weights, {ema} (dashed)")
+    _suptitle(fig, (title or f"{_words(plain)} (solid) vs {_words(ema)} (dashed)")
               + (f" (mean of {seeds} seeds)" if seeds > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -844,7 +850,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
         bottom.axhline(0.0, color="black", linewidth=0.8)
         top.set_title(f"{schedule} schedule" if schedule is not None else metric, fontsize=10)
         top.set_ylabel(axis_label(metric))
-        bottom.set_ylabel(f"{axis_label(metric)}\nWD − WD 0 at the same {axis_label(x)}")
+        bottom.set_ylabel(f"{axis_label(metric)}\nWD − WD 0")
         _format_x(top, x)
         _format_x(bottom, x)
         for ax in (top, bottom):
@@ -854,7 +860,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
             bottom.plot([], [], label="crossing (WD ends lower)", **CROSSING)
         _legend(bottom)
     where = " and ".join(f"{s}" for s in schedules if s is not None) or "one schedule"
-    _suptitle(fig, (title or f"AdamW vs Adam: {metric} vs {x} ({where} LR)")
+    _suptitle(fig, (title or f"AdamW vs Adam: {_words(metric)} vs {_words(x)} ({where} LR)")
               + (f", mean of {seeds_max} seeds" if seeds_max > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -963,12 +969,12 @@ def divergence_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | N
                 _mark_diverged(ax, ends["x"], ends["y"], clip)
             name = ", ".join(filter(None, [f"precision {p}" if p is not None else None,
                                            f"LR {fmt(lr_value)}" if lr_value is not None else None]))
-            ax.set_title(name or y, fontsize=10)
+            ax.set_title(name or _words(y), fontsize=10)
             _format_x(ax, x)
             ax.set_ylabel(axis_label(y))
             ax.grid(alpha=0.3)
             _legend(ax, ncols=2 if len(ax.lines) > 8 else 1)
-    _suptitle(fig, title or f"{y} vs {x}: colour = weight decay, line style = seed; X = diverged" + _left_out_note(curves),
+    _suptitle(fig, title or f"{_words(y)} vs {_words(x)}: colour = weight decay, line style = seed; X = diverged" + _left_out_note(curves),
                  fontsize=11)
     return fig
 
@@ -1013,7 +1019,7 @@ def status_map(trials: pd.DataFrame, *, rows: str = "lr", cols: str = "weight_de
         ax.set_title(f"{panels} {p}" if p is not None else "all trials", fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axs[0]), label="fraction diverged")
-    _suptitle(fig, title or f"diverged trials / trials over {rows} × {cols}" + (f" × {panels}" if pcol in trials else "")
+    _suptitle(fig, title or f"diverged trials / trials over {_words(rows)} × {_words(cols)}" + (f" × {_words(panels)}" if pcol in trials else "")
                  + " (f = failed, s = stopped, r = running)", fontsize=10)
     return fig
 
@@ -1140,7 +1146,7 @@ def top_k(curves: pd.DataFrame, finals: pd.DataFrame, value: str, mode: str = "m
     _log_if_wide(ax, "y", plotted)
     _format_x(ax, x)
     _format_y(ax, y)
-    _title(ax, title or f"top {len(best)} of {len(finals)} trials by final {value} ({mode})", fontsize=10)
+    _title(ax, title or f"top {len(best)} of {len(finals)} trials by final {_words(value)} ({mode})", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax)
     return fig
@@ -1170,7 +1176,7 @@ def compare_best(studies: Sequence[tuple[str, pd.DataFrame, pd.DataFrame, str, s
                 label=f"{name}: " + _label(axes, tuple(row[c] for c in axes)), gid=f"data:{name}")
     _format_x(ax, shared_x)
     _format_y(ax, metric)
-    _title(ax, title or f"{metric} of each study's best trial", fontsize=10)
+    _title(ax, title or f"{_words(metric)} of each study's best trial", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax)
     return fig

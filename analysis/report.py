@@ -80,7 +80,7 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
     lrs = (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates")
     add("ushape", "U-shape after the LR decay (Fig. 1 / sphere-sweep protocol): the run's final test_error vs "
         "learning rate, one line per weight decay", [after_decay, lrs],
-        lambda: figures.ushape(finals, "test_error", title="After the LR decay (Fig. 1 protocol): final test_error vs lr"))
+        lambda: figures.ushape(finals, "test_error", title="After the LR decay (Fig. 1 protocol): final test error vs learning rate"))
     branch, branch_epoch = verdicts.finetune_at(curves)
     fine_tuned = (has_values(curves, verdicts.FINETUNE_ERROR), "no finetune_test_error reported (no fine-tuned branches)")
     add("ushape_finetune", f"U-shape of the fine-tuned copies (Figs. 2–3 protocol): finetune_test_error of the branch "

@@ -322,3 +322,31 @@ def test_figure_axes_in_the_page_are_words(store):
     data = hover_data(read(store, "vision"), "norms")
     names = {(s["x"], s["y"]) for s in data["series"]}
     assert ("epoch", figures.axis_label("weight_norm")) in names
+
+
+def test_a_search_reports_page_renders_its_search_tables(visit, tmp_path):
+    """A random/Optuna search: its own figures and the Search section's tables (from report.md's
+    markdown) render in the page as well."""
+    from tests.test_search_analysis import _write_study
+
+    storage = str(tmp_path / "store")
+    spec = {"name": "s", "trainable": "probe", "config": {"steps": 9}, "search": "random", "num_samples": 3,
+            "search_seed": 0, "axes": {"weight_decay": [0.0], "lr": {"loguniform": [0.01, 1.0]}},
+            "metric": "loss", "mode": "min"}
+    _write_study(storage, "s", spec, [
+        ("t1", {"steps": 9, "weight_decay": 0.0, "lr": 0.02}, "diverged", [3.0]),
+        ("t2", {"steps": 9, "weight_decay": 0.0, "lr": 0.2}, "finished", [1.0, 0.5, 0.3]),
+        ("t3", {"steps": 9, "weight_decay": 0.0, "lr": 0.5}, "finished", [1.0, 0.6, 0.4])])
+    assert main(["report", "s", "--storage", storage]) == 0
+    v = visit(os.path.join(storage, "s", "report.html"))
+    section = v.page.locator("section#search")
+    assert section.locator("table").count() >= 1 and "random" in section.inner_text()
+    shown = v.page.locator("figure .plot svg")
+    keys = v.page.eval_on_selector_all("figure .plot", "els => els.map(e => e.dataset.key)")
+    assert {"search_progress", "search_trials"} <= set(keys)
+    for i in range(shown.count()):
+        box = shown.nth(i).bounding_box()
+        assert box and box["width"] > 200 and box["height"] > 150
+    assert v.console_errors == [] and v.outside == []
+    # the trials table ranks the finished trials by loss: t2 (0.3) then t3 (0.4), the diverged one last
+    assert column_values(v.page, "trial_id") == ["t2", "t3", "t1"]

@@ -137,14 +137,11 @@ def inline_figure(fig, svg: bytes, key: str) -> str:
 # ------------------------------------------------------------------ tables
 
 def _verdicts(report: Report) -> str:
-    from analysis.report import seeds_to_decide, thresholds_text
+    from analysis.report import VERDICTS_KEY, seeds_to_decide, thresholds_text  # report imports this module
 
     applicable = [v for v in report.verdicts if v.applicable]
     skipped = [v for v in report.verdicts if not v.applicable]
-    out = [f"<p class=\"summary\">{_esc(report.summary())}. Each claim of the paper checked on this study's data: "
-           "<b>pass</b> when the 90 % Student-t interval over seeds clears the claim's threshold, <b>FAIL</b> when "
-           "it lies wholly on the other side, <i>inconclusive</i> when it straddles the threshold or a grid point "
-           "has one seed. Thresholds are justified in <code>analysis/verdicts.py</code>.</p>"]
+    out = [f'<p class="summary"><b>{_esc(report.summary())}</b></p>', _markdown.render(VERDICTS_KEY)]
     if applicable:
         out.append('<table class="verdicts"><thead><tr><th>claim</th><th>verdict</th><th>evidence</th>'
                    "<th>thresholds</th></tr></thead><tbody>")

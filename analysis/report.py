@@ -290,6 +290,12 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+VERDICTS_KEY = ("Each claim of the paper checked on this study's data: **pass** when the 90 % Student-t "
+                "interval over seeds clears the claim's threshold, **FAIL** when it lies wholly on the other "
+                "side, _inconclusive_ when it straddles the threshold or a grid point has one seed (with the "
+                "seeds that would decide). Thresholds are justified in `analysis/verdicts.py`.")
+
+
 def seeds_to_decide(v: Verdict) -> str:
     """For an inconclusive verdict, the seeds that would decide it, in words ("" when not told)."""
     return f"≈{v.seeds_needed} seeds would decide" if v.inconclusive and v.seeds_needed else ""
@@ -410,12 +416,7 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
              f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
              f"- verdicts: {report.summary()}", ""]
     sections: dict[str, list[str]] = {}
-    sections["Verdicts"] = [
-        "Each claim of the paper checked on this study's data: **pass** when the 90 % Student-t "
-        "interval over seeds clears the claim's threshold, **FAIL** when it lies wholly on the other "
-        "side, _inconclusive_ when it straddles the threshold or a grid point has one seed (with the "
-        "seeds that would decide). Thresholds are justified in `analysis/verdicts.py`.", "",
-        verdict_table(found), ""]
+    sections["Verdicts"] = [VERDICTS_KEY, "", verdict_table(found), ""]
     lines = []
     for item in plan:
         if item.draw is None:

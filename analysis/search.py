@@ -28,7 +28,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures import (_clip, _colors, _figure, _format_y, _label, _legend, _log_if_wide, _mark_diverged,
-                              _name, _suptitle, _title)
+                              _name, _suptitle, _title, axis_label)
 from analysis.load import Study, column, fmt, has_values
 from analysis.stats import CONFIDENCE, t_interval
 
@@ -304,7 +304,7 @@ def search_progress(progress_frame: pd.DataFrame, metric: str, mode: str = "min"
     unit = "trial-steps" if progress_frame["steps"].notna().any() else "reports"
     for ax, xlabel in zip(axs[0], ("trials ended", f"compute spent ({unit})")):
         ax.set_xlabel(xlabel)
-        _format_y(ax, f"best {metric} so far")
+        _format_y(ax, metric, label=f"best {axis_label(metric)} so far")
         _log_if_wide(ax, "y", plotted)
         ax.grid(alpha=0.3)
     _legend(axs[0, 0])
@@ -338,17 +338,17 @@ def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None 
     ax.set_yscale("log" if (low > 0).all() and (bounds is None or bounds[0] > 0) else "linear")
     if bounds is not None:  # where in the searched range the best values lie
         ax.set_ylim(*bounds)
-    ax.set_ylabel(f"best {axis}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
+    ax.set_ylabel(f"best {axis_label(axis)}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
     mean = table["best_mean"].to_numpy(dtype=float)
     half = (table["best_ci_high"] - table["best_mean"]).to_numpy(dtype=float)
     ax2 = axs[0, 1]
     ax2.errorbar(positions, mean, yerr=np.where(np.isfinite(half), half, 0), fmt="none", capsize=4, color="tab:green")
     ax2.plot(positions, mean, "s-", color="tab:green",
              label=f"best {metric} (mean; bar: {int(CONFIDENCE * 100)}% t-interval over seeds)", gid="data:best_value")
-    _format_y(ax2, f"best {metric}")
+    _format_y(ax2, metric, label=f"best {axis_label(metric)}")
     for a in (ax, ax2):
         if by_col is not None:
-            a.set_xlabel(_name(by_col))
+            a.set_xlabel(axis_label(by_col))
             if numeric:
                 _log_if_wide(a, "x", positions)
             else:
@@ -393,7 +393,7 @@ def search_trials(trials: pd.DataFrame, metric: str, axis: str = "lr", by: Seque
         clip = _clip(ax, shown["_value"], log=ax.get_yscale() == "log")
         _mark_diverged(ax, diverged["_x"], np.full(len(diverged), np.nan), clip,
                        note=f"diverged ({len(diverged)}), drawn at the top")
-    ax.set_xlabel(axis)
+    ax.set_xlabel(axis_label(axis))
     _format_y(ax, metric)
     ax.grid(alpha=0.3)
     _legend(ax)

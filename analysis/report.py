@@ -507,6 +507,11 @@ def write_report(storage: str, name: str) -> str:
     return write_study_report(load_study(name, storage))[1]
 
 
+def after_study(storage: str, name: str) -> str:
+    """The ``wd_study.after_study`` hook (pyproject): a finished study gets its report."""
+    return f"report: {write_report(storage, name)}"
+
+
 def write_study_report(study: Study, baseline: Study | None = None) -> tuple[Report, str]:
     """Build the report of a loaded study, write it into its folder (figures, report.md and
     report.html); return it and report.md's location."""

@@ -11,6 +11,7 @@ starts and before anything is written. An interrupted study (SIGINT, or SIGTERM 
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import shlex
 import sys
 
@@ -207,11 +208,21 @@ def _finish(result, args) -> int:
               f"--storage {shlex.quote(args.storage)}", file=sys.stderr)
         return EXIT_INTERRUPTED
     if not args.no_report:
-        from analysis.report import write_report
-
-        path = write_report(args.storage, name)
-        print(f"report: {path}")
+        for line in after_study(args.storage, name):
+            print(line)
     return 0
+
+
+#: Entry-point group of what follows a finished study: packages register a callable
+#: ``(storage, name) -> str`` (a line to print) in their pyproject; ``analysis`` registers its
+#: report. ``study`` itself never imports ``analysis`` (imports go analysis → study → trainables).
+AFTER_STUDY = "wd_study.after_study"
+
+
+def after_study(storage: str, name: str) -> list[str]:
+    """Run every installed ``AFTER_STUDY`` hook on a finished study; their lines, in name order."""
+    hooks = sorted(importlib.metadata.entry_points(group=AFTER_STUDY), key=lambda ep: ep.name)
+    return [str(hook.load()(storage, name)) for hook in hooks]
 
 
 def _list(args) -> int:

@@ -161,7 +161,7 @@ def _colors(n: int, sequential: bool = False) -> list:
     return [legible(cmap(i % 10)) for i in range(n)]
 
 
-def _finite(values) -> np.ndarray:
+def _finite_values(values) -> np.ndarray:
     x = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     return x[np.isfinite(x)]
 
@@ -221,7 +221,7 @@ def _format_x(ax, x: str) -> None:
 def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
     """Log scale when the values are positive and span more than ``ratio``; symlog
     (linear below the smallest positive value) when they also include zero, as WD grids do."""
-    x = _finite(data)
+    x = _finite_values(data)
     positive = x[x > 0]
     if len(positive) == 0 or (x < 0).any() or positive.max() / positive.min() <= ratio:
         return
@@ -235,7 +235,7 @@ def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
 def _lr_axis(ax, data) -> None:
     """Learning rates on a log axis whenever they are positive and not all equal, ticked
     at the grid's own values when there are few (0.003, 0.01, … rather than 10⁻²)."""
-    x = _finite(data)
+    x = _finite_values(data)
     if len(x) and (x > 0).all() and x.max() > x.min():
         ax.set_xscale("log")
         grid = np.unique(x)
@@ -260,7 +260,7 @@ def _limits(ax, low: float, high: float, *, log: bool, floor: float | None = Non
 
 def _clip(ax, data, log: bool = False) -> float:
     """A y value just above the plotted data, where diverged trials are drawn."""
-    y = _finite(data)
+    y = _finite_values(data)
     if log:
         y = y[y > 0]
     if len(y) == 0:
@@ -678,7 +678,7 @@ def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | Non
     With a constant large LR then a drop, the curves show where weight decay holds the
     training loss at a level set by LR × WD before the decay.
     """
-    finished = _finite(_finished(curves, y))
+    finished = _finite_values(_finished(curves, y))
     log = log and len(finished) > 0 and bool((finished > 0).all())
     return _curve_grid(curves, [(y, axis_label(y), log)], x=x, by=by, title=title or f"{_words(y)} vs {_words(x or x_column(curves))}")
 
@@ -737,7 +737,7 @@ def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x
     spreads = {m: curve_spread(curves, m, x, by) for m in (plain, ema)}
     fig, axs = _figure(1, len(panels), width=4.6 if len(panels) > 1 else 6.4, height=4.0, sharey=True)
     values_all = pd.concat([_finished(curves, plain), _finished(curves, ema)])
-    finite = _finite(values_all)
+    finite = _finite_values(values_all)
     log = bool(len(finite) and finite.min() > 0 and finite.max() / finite.min() > LOG_RATIO)
     for ax, p in zip(axs[0], panels):
         for metric, style in ((plain, "-"), (ema, "--")):
@@ -945,7 +945,7 @@ def divergence_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | N
     seeds = values(curves, "seed") if SEED in curves else [None]
     styles = dict(zip(seeds, LINESTYLES * (len(seeds) // len(LINESTYLES) + 1)))
     fig, axs = _figure(len(panel_rows), len(panel_cols), width=5.2, height=3.8)
-    finite = _finite(_finished(curves, y))
+    finite = _finite_values(_finished(curves, y))
     for i, lr_value in enumerate(panel_rows):
         for j, p in enumerate(panel_cols):
             ax = axs[i, j]

@@ -59,7 +59,7 @@ def _better(mode: str):
     return np.fmin.accumulate if mode == "min" else np.fmax.accumulate
 
 
-def _finite(series: pd.Series) -> np.ndarray:
+def _as_floats(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -91,10 +91,10 @@ def progress(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[
     started = pd.to_datetime(frame["started_at"], utc=True) if "started_at" in frame else ended
     frame = frame.assign(_ended=ended, _started=started, _running=ended.isna())
     status = frame["status"].astype(str)
-    value = _finite(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
+    value = _as_floats(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
     frame["value"] = np.where((status == "finished").to_numpy() & np.isfinite(value), value, np.nan)
-    frame["steps"] = _finite(frame[compute]) if compute in frame else np.nan
-    frame["seconds"] = _finite(frame["time_total_s"]) if "time_total_s" in frame else np.nan
+    frame["steps"] = _as_floats(frame[compute]) if compute in frame else np.nan
+    frame["seconds"] = _as_floats(frame["time_total_s"]) if "time_total_s" in frame else np.nan
     frame["status"] = status
     parts = []
     groups = frame.groupby(by, observed=True, sort=True, dropna=False) if by else [((), frame)]
@@ -211,7 +211,7 @@ def best_per_point(trials: pd.DataFrame, metric: str, mode: str = "min", by: Seq
     seed_col = column(seed)
     ax_col = column(axis)
     data = trials[trials["status"].astype(str) == "finished"].copy() if "status" in trials else trials.copy()
-    data["_value"] = _finite(data[metric]) if metric in data else np.nan
+    data["_value"] = _as_floats(data[metric]) if metric in data else np.nan
     data = data[np.isfinite(data["_value"])]
     keys = [*by_cols, *([seed_col] if seed_col in data else [])]
     if data.empty or ax_col not in data:
@@ -370,8 +370,8 @@ def search_trials(trials: pd.DataFrame, metric: str, axis: str = "lr", by: Seque
     fig, axs = _figure(width=7.0, height=4.4)
     ax = axs[0, 0]
     status = trials["status"].astype(str)
-    value = _finite(trials[metric]) if metric in trials else np.full(len(trials), np.nan)
-    x = _finite(trials[column(axis)])
+    value = _as_floats(trials[metric]) if metric in trials else np.full(len(trials), np.nan)
+    x = _as_floats(trials[column(axis)])
     frame = trials.assign(_status=status.to_numpy(), _value=value, _x=x)
     groups = frame.groupby(by_cols, observed=True, sort=True, dropna=False) if by_cols else [((), frame)]
     groups = list(groups)

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
+from study import internals
 from study.lock import LOCK_FILE, STALE_AFTER_S, DriverLock, StudyBusy, read_lock
 from study.provenance import provenance
 from study.spec import StudySpec, parse_spec
@@ -370,7 +371,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
             ended_ids, ended_keys = writer.ended(include_failed=not retry_failed)
             skip = EndedTrials(ended_ids, ended_keys)
             counts, best = _progress_so_far(store, writer, spec, retry_failed)
-            study = json.loads(store.read_text("study.json")) if store._is_file(store.path("study.json")) else {}
+            study = json.loads(store.read_text("study.json")) if store.has_file("study.json") else {}
             study.setdefault("resumed", []).append({"at": pd.Timestamp.now(tz="UTC").isoformat(),
                                                     "retry_failed": retry_failed, **info})
             store.write_text("study.json", json.dumps(study, indent=2))
@@ -433,16 +434,11 @@ def _progress_so_far(store: StudyStore, writer: StoreWriter, spec: StudySpec, re
 
 
 def _replace_callbacks(tuner, callbacks) -> None:
-    """Give a restored Tuner this driver's callbacks (Tune would use the pickled ones of the first run).
-
-    Ray Tune has no public setter (ray-project/ray#41364); the restored run config is
-    reached through the local tuner, which exists unless Ray Client runs the Tuner remotely.
-    """
-    local = getattr(tuner, "_local_tuner", None)
-    if local is None:
+    """Give a restored Tuner this driver's callbacks (Tune would use the pickled ones of the first run)."""
+    if internals.is_remote_tuner(tuner):
         raise LaunchError("resume through Ray Client (ray://...) is not supported; run the driver on the "
                           "cluster, e.g. `ray job submit -- python -m study resume NAME`")
-    local.get_run_config().callbacks = callbacks
+    internals.replace_callbacks(tuner, callbacks)
 
 
 # ---------------------------------------------------------------- search beyond the grid
@@ -504,13 +500,8 @@ def _stored_reports(store: StudyStore, writer: StoreWriter, metric: str, time_at
 def _replace_search(tuner, search: dict) -> None:
     """Give a restored Tuner this driver's searcher and scheduler (see ``_replace_callbacks``):
     Ray Tune restores the searcher's state into it from the experiment folder."""
-    local = getattr(tuner, "_local_tuner", None)
-    config = getattr(local, "_tune_config", None)
-    if config is None or not search:
-        return
-    for key in ("search_alg", "scheduler"):
-        if key in search:
-            setattr(config, key, search[key])
+    if search:
+        internals.replace_search(tuner, search)
 
 
 def _search_done(callbacks: list) -> None:

@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 
 from study.internals import (asha_knows, mark_completed, optuna_study, optuna_trials, replay_asha, replay_median,
                              scheduler_time_attr, trial_by_number, unbuffered)
+from study.spec import is_finite_number
 from study.search import STATUS_ATTR, OptunaLocation, Range, _build_sampler, _quiet_optuna, study_names
 from study.store import config_key
 from trainables.session import STATUS_KEY
@@ -394,7 +395,7 @@ class PerGridPointScheduler(FIFOScheduler):
                                                                           self.direction))
             stub = _StoredTrial(trial_id, config)
             time_attr = scheduler_time_attr(inner)
-            usable = [r for r in results if _finite(r.get(self.objective)) and r.get(time_attr) is not None]
+            usable = [r for r in results if is_finite_number(r.get(self.objective)) and r.get(time_attr) is not None]
             if not usable:
                 continue
             if self.name == "asha":
@@ -416,10 +417,6 @@ class _StoredTrial:
 
     def __eq__(self, other):
         return getattr(other, "trial_id", None) == self.trial_id
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------- for launch and resume

@@ -419,9 +419,9 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         if key not in ("cpu", "gpu"):
             raise fail(f"resources.{_key(key)}", "unknown resource; use cpu and gpu")
     cpu, gpu = res_in.get("cpu", 1), res_in.get("gpu", 0)
-    if not _is_finite(cpu) or cpu <= 0:
+    if not is_finite_number(cpu) or cpu <= 0:
         raise fail("resources.cpu", f"expected a number > 0, got {short_repr(cpu)}")
-    if not _is_finite(gpu) or gpu < 0:
+    if not is_finite_number(gpu) or gpu < 0:
         raise fail("resources.gpu", f"expected a number >= 0 (fractions share a GPU), got {short_repr(gpu)}")
     if 1 < gpu != int(gpu):
         raise fail("resources.gpu", f"more than one GPU must be a whole number, got {gpu!r}")
@@ -442,7 +442,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         if key not in RAY_STOP_KEYS and key not in info.metrics:
             raise fail(f"stop.{_key(key)}", f"not a reported metric; use {', '.join(RAY_STOP_KEYS)} or one of "
                                                   f"the trainable's metrics")
-        if not _is_finite(value):
+        if not is_finite_number(value):
             raise fail(f"stop.{key}", f"expected a finite number, got {short_repr(value)}")
         if key == "time_total_s" and value <= 0:
             raise fail(f"stop.{key}", f"expected seconds > 0 (the trial stops once it has run that long), got {value!r}")
@@ -656,7 +656,8 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_finite(value: Any) -> bool:
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a metric value or a numeric spec field must be."""
     return _is_number(value) and math.isfinite(value)
 
 

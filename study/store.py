@@ -221,15 +221,27 @@ class StudyStore:
         pq.write_table(table, sink, compression="zstd")
         self._write_bytes(path, sink.getvalue().to_pybytes())
 
-    def write_text(self, filename: str, text: str) -> None:
-        self._write_bytes(self.path(filename), text.encode())
+    def has_file(self, filename: str) -> bool:
+        """Whether the study folder holds ``filename`` (a path relative to it) as a file."""
+        return self._is_file(self.path(filename))
 
-    def read_text(self, filename: str) -> str:
+    def write_bytes(self, filename: str, data: bytes) -> None:
+        """Publish ``filename`` (relative to the study folder) whole: durable and atomic locally,
+        an object store publishes an object when its upload completes."""
+        self._write_bytes(self.path(filename), data)
+
+    def read_bytes(self, filename: str) -> bytes:
         path = self.path(filename)
         if not self._is_file(path):
             raise StoreError(f"{path}: not found")
         with self.fs.open_input_stream(path) as f:
-            return f.read().decode()
+            return f.read()
+
+    def write_text(self, filename: str, text: str) -> None:
+        self.write_bytes(filename, text.encode())
+
+    def read_text(self, filename: str) -> str:
+        return self.read_bytes(filename).decode()
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
         self._write_table(self.path("trials.parquet"), rows_to_table(rows), "trials")
@@ -303,10 +315,6 @@ class StudyStore:
         frame.insert(0, "trial_id", frame.pop("trial_id").astype(str))
         order = ["trial_id"] + (["training_iteration"] if "training_iteration" in frame else [])
         return frame.sort_values(order, kind="stable").reset_index(drop=True)
-
-    def stored_iterations(self) -> dict[str, int]:
-        """Per trial, the highest ``training_iteration`` already in the metrics files."""
-        return {trial_id: last for trial_id, (_, last) in self.stored_reports().items()}
 
     def stored_reports(self) -> dict[str, tuple[int, int]]:
         """Per trial, (rows stored, highest ``training_iteration``) from the metrics files.

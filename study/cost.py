@@ -31,7 +31,7 @@ import functools
 import heapq
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
 from study.spec import StudySpec
@@ -132,10 +132,11 @@ class CostEstimate:
     """A study's estimated cost.
 
     Args:
-        study: the study's name.
+        study, trainable: the study's name and trainable.
         gpu, mfu, gpus: the GPU model, the assumed model FLOPs utilisation, the cluster's GPUs.
         trials: every trial's cost, in grid order (empty when the trainable has no FLOP model).
         ray_trials: each Ray trial's trial indices (a packed study trains several in one).
+        gpu_share: GPUs per Ray trial (the spec's ``resources.gpu``).
         slots: Ray trials at once on the cluster, or 0 when none fits.
         wall_seconds: the study's wall time, or None (``wall_note`` says why).
         notes: what the estimate leaves out or assumes.

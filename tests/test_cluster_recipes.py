@@ -89,8 +89,12 @@ def test_every_gpu_preset_retries_a_lost_trial():
     gpu_presets = [name for name in preset_names() if load_spec(name).resources.gpu > 0]
     assert sorted(gpu_presets) == ["bf16-divergence", "chinchilla", "ln-wd-ablation", "resnet18-wd", "ushape",
                                    "vgg-large-lr"]
+    from study.launch import checkpoint_note
+
     for name in gpu_presets:
-        assert load_spec(name).max_failures >= 2, name
+        spec = load_spec(name)
+        assert spec.max_failures >= 2, name
+        assert checkpoint_note(spec) is None, name  # and the retry resumes from a checkpoint
 
 
 def _json_blocks(text: str) -> list:

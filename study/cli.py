@@ -18,7 +18,7 @@ import sys
 import pandas as pd
 
 from study.errors import (EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, abbreviate, boundary, reading,
-                          short_repr)
+                          short_repr, UsageError)
 from study.launch import DEFAULT_STORAGE, checkpoint_note, launch, resume
 from study.lock import read_lock
 from study.preflight import check_storage, open_study, stored_spec_data
@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="override the spec: steps=100 fixes a config value; axes.lr=[0.1,0.3] or resources.cpu=2 set a spec path (repeatable)")
     p.add_argument("--dry-run", action="store_true",
                    help="print the grid (of a search: its space, budget and scheduler) and the trial count, run nothing")
+    p.add_argument("--gpu", default=None, metavar="NAME",
+                   help="with --dry-run: the GPU of the cost estimate (A100, H100, H200, L40S; default H100)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="with --dry-run: GPUs of the cluster the wall-time estimate packs trials onto (default 8)")
+    p.add_argument("--mfu", type=float, default=None, metavar="FRACTION",
+                   help="with --dry-run: model FLOPs utilisation assumed by the estimate (default 0.4)")
     p.add_argument("--max-trials", type=int, metavar="N",
                    help=f"allow a study of up to N trials (default: the spec's max_trials, else "
                         f"{DEFAULT_MAX_TRIALS:,}); the count is computed before any trial is built")
@@ -116,7 +122,9 @@ def _launch(args) -> int:
         overrides.append(f"max_trials={args.max_trials}")
     spec = load_spec(args.spec, overrides, name=args.name)
     if args.dry_run:
-        return _dry_run(spec)
+        return _dry_run(spec, gpu=args.gpu, gpus=args.gpus, mfu=args.mfu)
+    if (args.gpu, args.gpus, args.mfu) != (None, None, None):
+        raise UsageError("--gpu, --gpus and --mfu set the cost estimate of --dry-run; add --dry-run")
     check_storage(args.storage, write=True)
     store = StudyStore(args.storage, spec.name)
     if store.exists() and args.resume:
@@ -132,8 +140,15 @@ def _launch(args) -> int:
     return _finish(result, args)
 
 
-def _dry_run(spec) -> int:
+def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: float | None = None) -> int:
     """The grid (at most ``DRY_RUN_ROWS`` rows of it, computed one by one), its search and the trial count."""
+    from study import cost
+
+    try:  # first: a bad --gpu/--gpus/--mfu is one line before anything is printed
+        estimate = cost.estimate(spec, gpu=gpu or cost.DEFAULT_GPU, mfu=cost.DEFAULT_MFU if mfu is None else mfu,
+                                 gpus=cost.DEFAULT_GPUS if gpus is None else gpus)
+    except cost.CostError as exc:
+        raise UsageError(str(exc)) from None
     n = spec.num_points
     shown = list(range(n)) if n <= DRY_RUN_ROWS else [*range(DRY_RUN_ROWS // 2), *range(n - DRY_RUN_ROWS // 2, n)]
     grid = pd.DataFrame(spec.grid_points(shown), index=shown)
@@ -164,6 +179,7 @@ def _dry_run(spec) -> int:
               f"{' or '.join(map(str, sizes))} members")
     else:
         print(f"{spec.num_trials} trials")
+    print("\n".join(cost.format_estimate(estimate)))
     return EXIT_OK
 
 

@@ -27,6 +27,7 @@ the end (a scheduler's early stops make it less: the estimate is an upper bound)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import itertools
@@ -369,9 +370,15 @@ def estimate(spec: StudySpec, *, gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MF
     if cost_model is None:
         return CostEstimate(**base, trials=(), notes=(f"no FLOP model for trainable {spec.trainable}",))
     peaks = GPU_PEAKS[gpu]
-    trials = []
+    trials, seen = [], {}
     for point, configs in _trial_points(spec):
-        costs = [cost_model(config, point) for config in configs]
+        costs = []
+        for config in configs:  # seeds (and other axes a cost does not read) repeat a config: cost it once
+            key = (repr(sorted((k, repr(v)) for k, v in config.items() if k != "seed")),
+                   repr(sorted((k, repr(v)) for k, v in point.items() if k != "seed")))
+            if key not in seen:
+                seen[key] = cost_model(config, point)
+            costs.append(dataclasses.replace(seen[key], point=point))
         trials.append(max(costs, key=lambda c: c.gpu_seconds(peaks, mfu)))
 
     if spec.pack > 1:

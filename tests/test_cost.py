@@ -165,3 +165,19 @@ def test_bad_options_and_trainables_without_a_flop_model():
     probe = estimate(parse_spec({"name": "p", "trainable": "probe", "axes": {"seed": [0]}}))
     assert not probe.supported
     assert format_estimate(probe) == ["cost: not estimated (no FLOP model for trainable probe)"]
+
+
+def test_dry_run_prints_the_estimate_and_refuses_bad_options_before_anything(capsys):
+    from study.cli import main
+    from study.cost import estimate, format_estimate
+    from study.spec import load_spec
+
+    assert main(["launch", "chinchilla", "--dry-run", "--gpu", "a100", "--gpus", "4", "--mfu", "0.5"]) == 0
+    out = capsys.readouterr().out
+    expected = format_estimate(estimate(load_spec("chinchilla"), gpu="A100", gpus=4, mfu=0.5))
+    assert out.rstrip("\n").endswith("\n".join(expected)) and expected[0].startswith("cost estimate on A100")
+    assert main(["launch", "chinchilla", "--dry-run", "--gpu", "V100"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
+    assert main(["launch", "quickstart", "--gpus", "2"]) == 2  # estimate options without --dry-run
+    assert "add --dry-run" in capsys.readouterr().err

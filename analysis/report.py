@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
-from analysis import figures, html, search, verdicts
+from analysis import figures, html, search_results, verdicts
 from analysis.load import CONFIG, Study, column, fmt, has_values, load_study, varied_axes
 from analysis.stats import CONFIDENCE
 from analysis.stats import OUTCOMES
@@ -145,64 +145,64 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
     add("top_k", f"Training curves of the top trials by final {metric}",
         [(has_metric, f"no {metric or 'study metric'} reported")],
         lambda: figures.top_k(curves, finals, metric, study.mode))
-    if search.is_search(study.spec):
+    if search_results.is_search(study.spec):
         items += search_figures(study, has_metric, baseline)
     return items
 
 
 def _searched(study: Study, axis: str) -> bool:
-    return axis in search.searched_axes(study.spec)
+    return axis in search_results.searched_axes(study.spec)
 
 
 def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> list[FigureItem]:
-    """The figures of a random/Optuna search (``analysis.search``)."""
-    metric, mode, by = study.metric, study.mode, search.grid_axes(study.spec)
+    """The figures of a random/Optuna search (``analysis.search_results``)."""
+    metric, mode, by = study.metric, study.mode, search_results.grid_axes(study.spec)
     no_metric = f"no {metric or 'study metric'} reported"
-    grid = search.grid_baseline(baseline.trials, metric, mode, by) if baseline is not None else None
+    grid = search_results.grid_baseline(baseline.trials, metric, mode, by) if baseline is not None else None
     items = [FigureItem("search_progress", f"Best {metric} found vs trials and compute spent, per search"
                         + (f" (dashed: the best of grid study `{baseline.name}`)" if baseline is not None else ""),
-                        (lambda: search.search_progress(search.study_progress(study), metric, mode, by, baseline=grid))
+                        (lambda: search_results.search_progress(search_results.study_progress(study), metric, mode, by, baseline=grid))
                         if has_metric else None, None if has_metric else no_metric)]
-    best = search.study_best_per_point(study) if has_metric else None
+    best = search_results.study_best_per_point(study) if has_metric else None
     axis = next((c.removeprefix("best_") for c in (best.columns if best is not None else []) if c.startswith("best_")
                  and c not in ("best_mean", "best_std", "best_ci_low", "best_ci_high")), None)
     point_axes = [a for a in by if a != "seed"]
     ok = best is not None and not best.empty and axis is not None
     items.append(FigureItem("best_per_point", f"Best {axis or 'searched value'} per "
                             f"{', '.join(point_axes) or 'search'}, with its spread over seeds",
-                            (lambda: search.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
-                                                                  metric, search.search_bounds(study.spec, axis)))
+                            (lambda: search_results.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
+                                                                  metric, search_results.search_bounds(study.spec, axis)))
                             if ok else None,
                             None if ok else (no_metric if not has_metric else "no numeric searched axis, or no "
                                              "finished trial")))
-    ranged = search.searched_axes(study.spec)
+    ranged = search_results.searched_axes(study.spec)
     axis_x = "lr" if "lr" in ranged else (ranged[0] if ranged else None)
     ok = has_metric and axis_x is not None
     items.append(FigureItem("search_trials", f"Every trial's {metric} vs {axis_x}: what the search sampled",
-                            (lambda: search.search_trials(study.trials, metric, axis_x, by)) if ok else None,
+                            (lambda: search_results.search_trials(study.trials, metric, axis_x, by)) if ok else None,
                             None if ok else no_metric))
     return items
 
 
 def search_section(study: Study, baseline: Study | None = None) -> list[str]:
     """The report's tables for a random/Optuna search (no verdicts: a search finds, it does not test)."""
-    by = search.grid_axes(study.spec)
-    table = search.study_summary(study, baseline)
+    by = search_results.grid_axes(study.spec)
+    table = search_results.study_summary(study, baseline)
     lines = ["## Search", "",
-             f"`search: {study.spec.get('search')}` over {', '.join(f'`{a}`' for a in search.searched_axes(study.spec))}"
+             f"`search: {study.spec.get('search')}` over {', '.join(f'`{a}`' for a in search_results.searched_axes(study.spec))}"
              f", {study.spec.get('num_samples')} trials per grid point"
              + (f" ({', '.join(by)} held on a grid: one search per point)" if by else "")
              + (f", scheduler `{next(iter(study.spec['scheduler']))}`" if study.spec.get("scheduler") else "")
              + ". Only finished trials have a final value; stopped, diverged and failed trials spend compute "
-             f"(trial-steps: the `{search.compute_column(study.trials)}` each reached) and are counted apart. "
+             f"(trial-steps: the `{search_results.compute_column(study.trials)}` each reached) and are counted apart. "
              f"`compute_within`: compute spent when the best so far first came within "
-             f"{search.TOLERANCE:.0%} of the search's own best.", ""]
+             f"{search_results.TOLERANCE:.0%} of the search's own best.", ""]
     if baseline is not None:
         lines += [f"Compared with grid study `{baseline.name}` ({len(baseline.trials)} trials): `compute_to_grid` "
-                  f"is the compute spent when the search first came within {search.TOLERANCE:.0%} of the grid's "
+                  f"is the compute spent when the search first came within {search_results.TOLERANCE:.0%} of the grid's "
                   "best, `share_of_grid` that as a fraction of the grid's compute.", ""]
     lines += [_table(_plain(table)), ""]
-    best = search.study_best_per_point(study)
+    best = search_results.study_best_per_point(study)
     if best is not None and not best.empty:
         lines += ["### Best value per grid point, over seeds", "",
                   "Each (grid point, seed) is its own search; its best finished trial gives one best value. "
@@ -232,7 +232,7 @@ def _study_names(study: Study) -> list[str]:
 def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
     """Every claim check on this study: applicable ones first, in a fixed order."""
     found = verdicts.all_verdicts(finals, curves)
-    searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
+    searched = [a for a in ("lr", "weight_decay") if a in search_results.searched_axes(study.spec)]
     if searched:  # the claims that compare grid points at fixed learning rates / weight decays
         why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
                f"at fixed values (see the Search section)")
@@ -431,7 +431,7 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
     if skipped:
         lines += ["### Not drawn", "", *[f"- `{i.key}` ({i.title}): {i.reason}" for i in skipped], ""]
     sections["Figures"] = lines
-    if search.is_search(study.spec):
+    if search_results.is_search(study.spec):
         sections["Search"] = search_section(study, baseline)[2:]  # without its "## Search" heading
     sections["Best trials"] = [_table(best_trials(study, finals)), ""]
     sections["Trials that did not finish"] = [_table(unfinished_trials(finals)), ""]

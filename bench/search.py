@@ -38,7 +38,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from _common import machine, versions  # noqa: E402
-from analysis.search import progress, reach, within  # noqa: E402
+from analysis.search_results import progress, reach, within  # noqa: E402
 from study import launch, parse_spec  # noqa: E402
 from study.launch import LaunchError, ensure_ray  # noqa: E402
 

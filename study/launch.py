@@ -44,7 +44,7 @@ class StudyResult:
     spec: StudySpec
     store: StudyStore
     result_grid: object  # ray.tune.ResultGrid
-    searcher: object = None  # an Optuna search (study.searchers.ConditionedOptunaSearch), which knows its budget
+    searcher: object = None  # an Optuna search (study.search.tune.ConditionedOptunaSearch), which knows its budget
 
     def trials(self) -> pd.DataFrame:
         return self.store.read_trials()
@@ -442,11 +442,11 @@ def _replace_callbacks(tuner, callbacks) -> None:
 
 
 # ---------------------------------------------------------------- search beyond the grid
-# (random/optuna searches and early-stopping schedulers; built by study.searchers)
+# (random/optuna searches and early-stopping schedulers; built by study.search.tune)
 
 
 def _search_param_space(spec: StudySpec) -> dict:
-    from study.searchers import search_param_space
+    from study.search.tune import search_param_space
 
     return search_param_space(spec)
 
@@ -462,7 +462,7 @@ def _search(spec: StudySpec, store: StudyStore, *, writer: StoreWriter | None = 
     """
     if spec.search == "grid" and not spec.scheduler:
         return {}, []
-    from study.searchers import OptunaSnapshot, optuna_location, time_attr, tune_search
+    from study.search.tune import OptunaSnapshot, optuna_location, time_attr, tune_search
     from study.store import stored_config
 
     ended, reports = None, None

@@ -120,10 +120,10 @@ def test_same_seed_same_sequence_of_configs(asha_search, ray_session, tmp_path):
 
 def test_analysis_keeps_stopped_trials_apart(asha_search):
     result, storage, _ = asha_search
-    from analysis import search
+    from analysis import search_results
 
     study = load_study("asha", storage)
-    table = search.study_summary(study)
+    table = search_results.study_summary(study)
     trials = result.trials()
     for _, row in table.iterrows():
         rows = trials[trials["config/weight_decay"] == row["config/weight_decay"]]
@@ -232,7 +232,7 @@ def test_a_search_resumed_without_tune_state_reruns_its_lost_trials(crashed_sear
 
 
 def _searcher(tmp_path, **changes):
-    from study.searchers import ConditionedOptunaSearch
+    from study.search.tune import ConditionedOptunaSearch
     from study.spec import parse_spec as parse
 
     spec = parse(search_spec("unit", scheduler=None, max_concurrent=None))
@@ -309,7 +309,7 @@ def test_a_reopened_searcher_reruns_lost_trials_and_continues_its_sampler(tmp_pa
 def test_the_scheduler_compares_trials_of_the_same_grid_point_only():
     from ray.tune.schedulers import TrialScheduler
 
-    from study.searchers import PerGridPointScheduler
+    from study.search.tune import PerGridPointScheduler
 
     class Trial:
         def __init__(self, trial_id, wd):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import search
+from analysis import search_results
 from analysis.load import load_study
 from analysis.report import build_report
 from study.store import StoreWriter, StudyStore
@@ -38,7 +38,7 @@ TRIALS = trials_frame([
 
 
 def test_progress_orders_by_end_and_accumulates_what_was_spent():
-    prog = search.progress(TRIALS, "loss", "min", ["weight_decay"])
+    prog = search_results.progress(TRIALS, "loss", "min", ["weight_decay"])
     zero = prog[prog["config/weight_decay"] == 0.0]
     assert zero["trial_id"].tolist() == ["a1", "a2", "a3", "a4", "a5"]
     assert zero["trials_spent"].tolist() == [1, 2, 3, 4, 5]
@@ -53,22 +53,22 @@ def test_progress_orders_by_end_and_accumulates_what_was_spent():
 
 
 def test_reach_and_within():
-    prog = search.progress(TRIALS, "loss", "min", ["weight_decay"])
+    prog = search_results.progress(TRIALS, "loss", "min", ["weight_decay"])
     zero = prog[prog["config/weight_decay"] == 0.0]
-    assert search.within(0.5, 0.02, "min") == pytest.approx(0.51)
-    assert search.within(0.5, 0.02, "max") == pytest.approx(0.49)
-    assert search.reach(zero, 0.81, "min")["compute_spent"] == 30
-    assert search.reach(zero, 0.51, "min")["compute_spent"] == 57
-    assert search.reach(zero, 0.4, "min") is None
+    assert search_results.within(0.5, 0.02, "min") == pytest.approx(0.51)
+    assert search_results.within(0.5, 0.02, "max") == pytest.approx(0.49)
+    assert search_results.reach(zero, 0.81, "min")["compute_spent"] == 30
+    assert search_results.reach(zero, 0.51, "min")["compute_spent"] == 57
+    assert search_results.reach(zero, 0.4, "min") is None
 
 
 def test_summary_per_search_with_a_grid_baseline():
     grid = trials_frame([  # a grid over the same box: 2 LRs x 2 WDs, 30 steps each
         ("g1", 0.0, 0.1, 0, "finished", 0.49, 30, 1), ("g2", 0.0, 1.0, 0, "diverged", math.inf, 4, 2),
         ("g3", 0.5, 0.1, 0, "finished", 0.60, 30, 1), ("g4", 0.5, 1.0, 0, "finished", 0.90, 30, 2)])
-    baseline = search.grid_baseline(grid, "loss", "min", ["weight_decay"])
+    baseline = search_results.grid_baseline(grid, "loss", "min", ["weight_decay"])
     assert baseline["grid_best"].tolist() == [0.49, 0.60] and baseline["grid_compute"].tolist() == [34, 60]
-    table = search.summary(TRIALS, "loss", "min", ["weight_decay"], ["lr"], baseline=baseline).set_index(
+    table = search_results.summary(TRIALS, "loss", "min", ["weight_decay"], ["lr"], baseline=baseline).set_index(
         "config/weight_decay")
     zero, half = table.loc[0.0], table.loc[0.5]
     assert (zero["trials"], zero["finished"], zero["stopped"], zero["diverged"], zero["failed"]) == (5, 2, 2, 1, 0)
@@ -87,7 +87,7 @@ def test_best_per_point_spread_over_seeds():
         rows += [(f"s{seed}-best", 0.0, lr, seed, "finished", loss, 27, 1),
                  (f"s{seed}-worse", 0.0, lr * 3, seed, "finished", loss + 1, 27, 2),
                  (f"s{seed}-cut", 0.0, lr / 3, seed, "stopped", loss - 0.3, 3, 3)]  # better, but stopped: no value
-    table = search.best_per_point(trials_frame(rows), "loss", "min", ["weight_decay", "seed"], "lr")
+    table = search_results.best_per_point(trials_frame(rows), "loss", "min", ["weight_decay", "seed"], "lr")
     row = table.iloc[0]
     assert row["seeds"] == 3
     assert row["best_lr"] == pytest.approx((0.1 * 0.4 * 0.2) ** (1 / 3))
@@ -99,8 +99,8 @@ def test_best_per_point_spread_over_seeds():
 
 
 def test_figures_draw_the_tables():
-    prog = search.progress(TRIALS, "loss", "min", ["weight_decay"])
-    fig = search.search_progress(prog, "loss", "min", ["weight_decay"])
+    prog = search_results.progress(TRIALS, "loss", "min", ["weight_decay"])
+    fig = search_results.search_progress(prog, "loss", "min", ["weight_decay"])
     lines = {line.get_gid(): line.get_xydata() for ax in fig.axes for line in ax.get_lines()}
     zero = prog[(prog["config/weight_decay"] == 0.0) & prog["best_so_far"].notna()]
     np.testing.assert_array_equal(lines["data:compute_spent:weight_decay=0"],
@@ -108,7 +108,7 @@ def test_figures_draw_the_tables():
     np.testing.assert_array_equal(lines["data:trials_spent:weight_decay=0"],
                                   zero[["trials_spent", "best_so_far"]].to_numpy(dtype=float))
 
-    fig = search.search_trials(TRIALS, "loss", "lr", ["weight_decay"])
+    fig = search_results.search_trials(TRIALS, "loss", "lr", ["weight_decay"])
     lines = {line.get_gid(): line.get_xydata() for line in fig.axes[0].get_lines()}
     np.testing.assert_array_equal(lines["data:finished:weight_decay=0"], [[0.1, 0.8], [0.3, 0.5]])
     np.testing.assert_array_equal(lines["stopped:weight_decay=0"], [[0.01, 2.0], [0.2, 0.9]])
@@ -118,7 +118,7 @@ def test_figures_draw_the_tables():
     table = pd.DataFrame({"config/weight_decay": [0.0, 0.5], "seeds": [2, 2], "best_lr": [0.1, 0.2],
                           "lr_min": [0.05, 0.1], "lr_max": [0.2, 0.4], "best_mean": [0.5, 0.4],
                           "best_ci_low": [0.45, 0.3], "best_ci_high": [0.55, 0.5]})
-    fig = search.best_per_point_figure(table, "lr", "weight_decay", "loss")
+    fig = search_results.best_per_point_figure(table, "lr", "weight_decay", "loss")
     lines = {line.get_gid(): line.get_xydata() for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
     np.testing.assert_array_equal(lines["data:best_lr"], [[0.0, 0.1], [0.5, 0.2]])
     np.testing.assert_array_equal(lines["data:best_value"], [[0.0, 0.5], [0.5, 0.4]])
@@ -158,7 +158,7 @@ def test_report_of_a_search_study_with_a_grid_baseline(tmp_path):
     section = md.split("## Search")[1].split("## Best trials")[0]
     assert "Compared with grid study `g` (3 trials)" in section
     # the search's 0.3 is within 2 % of the grid's 0.305 after t1 (3 steps) and t2 (9): 12 of the grid's 27
-    table = search.study_summary(study, grid).iloc[0]
+    table = search_results.study_summary(study, grid).iloc[0]
     assert (table["compute_to_grid"], table["grid_compute"], table["share_of_grid"]) == (12, 27, pytest.approx(12 / 27))
     assert "| 0.4444 |" in section or "0.4444" in section
     assert "`s/weight_decay=0`" in section  # the Optuna study names, to open with optuna.load_study

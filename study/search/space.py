@@ -12,14 +12,14 @@ A study spec may search some axes instead of listing them::
     scheduler: {asha: {grace_period: 50, reduction_factor: 3}}   # or median, or none
 
 This module is the spec side (``parse_range``, ``parse_sampler``, ``parse_scheduler``,
-``describe``; no Ray import, so validating a spec stays cheap); ``study.searchers`` is the
-Ray side (``tune_search`` builds the ``search_alg``/``scheduler``/``num_samples`` of a
-``TuneConfig``).
+``describe``; no Ray import, so validating a spec stays cheap); ``study.search.optuna_storage``
+holds the Optuna storage and samplers, ``study.search.tune`` Ray Tune's side (``tune_search``
+builds the ``search_alg``/``scheduler``/``num_samples`` of a ``TuneConfig``).
 
 Conditioned search (grid axes next to range axes): each grid point is its own search.
 ``random`` uses Ray Tune's ``BasicVariantGenerator`` (``num_samples`` samples, each
 expanded over the grid points with the same sampled values: a paired design).
-``optuna`` runs one Optuna study per grid point (``study.searchers.ConditionedOptunaSearch``, one Ray
+``optuna`` runs one Optuna study per grid point (``study.search.tune.ConditionedOptunaSearch``, one Ray
 Tune ``OptunaSearch`` per point, trials spread over the points in turn), all in one
 SQLite file next to the Parquet store (``optuna.db``). A scheduler compares trials of the
 same grid point only (``PerGridPointScheduler``): the best LR at one weight decay is not
@@ -37,33 +37,20 @@ state) is run again with the same parameters.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import inspect
 import math
-import os
 import typing
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from study.search.optuna_storage import OPTUNA_DB, SAMPLERS, build_sampler, study_names
+
 SEARCHES = ("grid", "random", "optuna")
 RANGE_KINDS = ("loguniform", "uniform", "int", "choice")
-SAMPLERS = {  # spec name -> optuna.samplers class name
-    "tpe": "TPESampler",
-    "random": "RandomSampler",
-    "cmaes": "CmaEsSampler",
-    "gp": "GPSampler",
-    "qmc": "QMCSampler",
-}
 SCHEDULERS = ("asha", "median")
 # Ray Tune's own result keys a scheduler may count time in besides the trainable's metrics
 RAY_TIME_KEYS = ("training_iteration", "time_total_s")
 # a trial's length in its own units: the config field that sets it, per time attribute
 LENGTH_FIELDS = {"step": "steps", "epoch": "epochs"}
-OPTUNA_DB = "optuna.db"
-STATUS_ATTR = "status"  # our status of a trial (finished, diverged, stopped, failed), as an Optuna user attribute
-
-
-# ================================================================ the spec side
 
 
 @dataclass(frozen=True)
@@ -139,7 +126,7 @@ def parse_sampler(value: Any, fail) -> dict | None:
     name, options = _named_options(value, "sampler", SAMPLERS, fail)
     if "seed" in options:
         raise fail("sampler.seed", "set the search's seed with search_seed (it seeds the sampler)")
-    _build_sampler({name: options}, 0, fail)
+    build_sampler({name: options}, 0, fail)
     return {name: options}
 
 
@@ -156,62 +143,6 @@ def _named_options(value, key, known, fail) -> tuple[str, dict]:
     if name not in known:
         raise fail(key, f"unknown {key} {name!r}; choose one of {', '.join(known)}")
     return name, dict(options)
-
-
-def _build_sampler(sampler: Mapping[str, dict], seed: int, fail=None):
-    """The Optuna sampler of a spec's ``sampler`` mapping, seeded."""
-    import optuna
-
-    name, options = next(iter(sampler.items()))
-    cls = getattr(optuna.samplers, SAMPLERS[name])
-    accepted = inspect.signature(cls).parameters
-    if fail is not None:
-        for key, value in options.items():
-            if key not in accepted:
-                raise fail(f"sampler.{name}.{key}", f"not an option of optuna.samplers.{cls.__name__}; its options: "
-                           f"{', '.join(k for k in accepted if k != 'seed')}")
-            expected = _option_type(accepted[key].default)
-            if expected is not None and not _of_type(value, expected):
-                raise fail(f"sampler.{name}.{key}", f"expected {expected.__name__} (the default is "
-                           f"{accepted[key].default!r}), got {value!r}")
-    try:
-        with _quiet_optuna():
-            return cls(seed=seed, **options)
-    except Exception as exc:  # a wrong value, or a sampler whose extra package is missing (cmaes)
-        if fail is None:
-            raise
-        raise fail(f"sampler.{name}", f"optuna.samplers.{cls.__name__}: {str(exc).splitlines()[0]}") from None
-
-
-def _option_type(default: Any) -> type | None:
-    """The type a sampler option takes, read from its default (None: anything goes)."""
-    for kind in (bool, int, float):
-        if isinstance(default, kind):
-            return kind
-    return None
-
-
-def _of_type(value: Any, kind: type) -> bool:
-    if kind is bool:
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, int) if kind is int else isinstance(value, (int, float))
-
-
-class _quiet_optuna:
-    """Optuna at WARNING while inside (its INFO line per trial would drown the progress line)."""
-
-    def __enter__(self):
-        import optuna
-
-        self.level = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-    def __exit__(self, *exc):
-        import optuna
-
-        optuna.logging.set_verbosity(self.level)
 
 
 def trial_length(time_attr: str, config_class: type, config: Mapping, axes: Mapping, ranges: Mapping) -> float | None:
@@ -353,67 +284,3 @@ def describe(spec) -> list[str]:
             lines.append(f"  ASHA rungs at {options['time_attr']} " + ", ".join(f"{m:g}" for m in milestones)
                          + f": about 1/{options['reduction_factor']:g} of the trials pass each")
     return lines
-
-
-# ================================================================ the Ray side
-
-
-def study_names(spec) -> list[str]:
-    """The Optuna study name of each grid point: ``<study>`` alone, or ``<study>/wd=...,...``."""
-    names = []
-    for point in spec.grid():
-        label = ",".join(f"{k}={_label(v)}" for k, v in point.items())
-        names.append(f"{spec.name}/{label}" if label else spec.name)
-    return names
-
-
-def _label(value) -> str:
-    return f"{value:g}" if isinstance(value, float) else str(value)
-
-
-@dataclass
-class OptunaLocation:
-    """Where a study's Optuna storage lives: a SQLite file next to the Parquet store.
-
-    On a local store the file is ``STORE/<study>/optuna.db`` itself. On a remote store
-    (S3, GCS, ...) SQLite cannot write in place: the driver works on a local copy
-    (``local_path``, under ``~/.cache/wd-study/optuna/``) fetched from the store when a
-    study resumes, and ``upload`` copies it back (after trials end, at most every 30 s,
-    and when the run ends).
-    """
-
-    store: Any  # StudyStore
-    local_path: str
-    remote: bool
-
-    @classmethod
-    def of(cls, store) -> "OptunaLocation":
-        import pyarrow.fs as pafs
-
-        if isinstance(store.fs, pafs.LocalFileSystem):
-            return cls(store, store.path(OPTUNA_DB), remote=False)
-        digest = hashlib.sha1(store.uri.encode()).hexdigest()[:16]
-        folder = os.path.join(os.path.expanduser("~"), ".cache", "wd-study", "optuna", digest)
-        return cls(store, os.path.join(folder, OPTUNA_DB), remote=True)
-
-    @property
-    def url(self) -> str:
-        return "sqlite:///" + os.path.abspath(self.local_path)
-
-    def fetch(self) -> None:
-        """Start from the store's copy (remote), or from nothing when the store has none."""
-        if not self.remote:
-            return
-        os.makedirs(os.path.dirname(self.local_path), exist_ok=True)
-        if os.path.exists(self.local_path):
-            os.remove(self.local_path)
-        if self.store.has_file(OPTUNA_DB):
-            with open(self.local_path, "wb") as out:
-                out.write(self.store.read_bytes(OPTUNA_DB))
-
-    def upload(self) -> None:
-        if self.remote and os.path.exists(self.local_path):
-            with open(self.local_path, "rb") as f:
-                self.store.write_bytes(OPTUNA_DB, f.read())
-
-

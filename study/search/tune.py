@@ -5,7 +5,7 @@
 ``BasicVariantGenerator`` (seeded) for ``random``; ``ConditionedOptunaSearch`` (one Ray
 Tune ``OptunaSearch`` per grid point, its Optuna study in SQLite next to the store) for
 ``optuna``; and a ``PerGridPointScheduler`` around ASHA or the median stopping rule. See
-``study.search`` for the spec keys and the design. Imported only by the driver.
+``study.search.space`` for the spec keys and the design. Imported only by the driver.
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from ray.tune.search.optuna import OptunaSearch
 from study.internals import (asha_knows, mark_completed, optuna_study, optuna_trials, replay_asha, replay_median,
                              scheduler_time_attr, trial_by_number, unbuffered)
 from study.spec import is_finite_number
-from study.search import STATUS_ATTR, OptunaLocation, Range, _build_sampler, _quiet_optuna, study_names
+from study.search.optuna_storage import (STATUS_ATTR, OptunaLocation, build_sampler, derived_seed, quiet_optuna,
+                                         storage, study_names)
+from study.search.space import Range
 from study.store import config_key
 from trainables.session import STATUS_KEY
 
@@ -65,18 +67,6 @@ def search_param_space(spec) -> dict:
         return dict(spec.config)
     return {**spec.config, **{a: tune.grid_search(list(v)) for a, v in spec.axes.items()},
             **{a: tune_domain(r) for a, r in spec.ranges.items()}}
-
-
-def storage(url: str):
-    """Optuna's RDB storage at ``url``; SQLite waits for a lock (a user may be reading the file)."""
-    return optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 30}})
-
-
-def _derived_seed(seed: int, trials: int) -> int:
-    """A seed for a sampler re-created after ``trials`` trials (a different stream from ``seed``'s)."""
-    import numpy as np
-
-    return int(np.random.SeedSequence([seed, trials]).generate_state(1)[0])
 
 
 # ---------------------------------------------------------------- Optuna, one study per grid point
@@ -183,7 +173,7 @@ class ConditionedOptunaSearch(Searcher):
         existing = {s.study_name for s in shared.get_all_studies()}
         space = {axis: optuna_distribution(r) for axis, r in self.ranges.items()}
         searches, used = [], []
-        with _quiet_optuna():
+        with quiet_optuna():
             for index, (point, name) in enumerate(zip(self.points, self.names)):
                 search = PointSearch(space, metric=self.objective, mode=self.direction,
                                      sampler=self._sampler_for(shared, name, existing), study_name=name,
@@ -203,7 +193,7 @@ class ConditionedOptunaSearch(Searcher):
         the search seed and the number of trials (a resume never replays the random draws of
         trials that exist)."""
         if name not in existing:
-            return _build_sampler(self.sampler, self.seed)
+            return build_sampler(self.sampler, self.seed)
         study = optuna.load_study(study_name=name, storage=shared)
         saved = study.user_attrs.get("sampler_state") or {}
         trials = len(study.get_trials(deepcopy=False))
@@ -212,7 +202,7 @@ class ConditionedOptunaSearch(Searcher):
                 return pickle.loads(base64.b64decode(saved["pickle"]))
             except Exception:  # e.g. another Optuna version: a reseeded sampler continues the search
                 pass
-        return _build_sampler(self.sampler, _derived_seed(self.seed, trials))
+        return build_sampler(self.sampler, derived_seed(self.seed, trials))
 
     def _reconcile(self, index: int, search: PointSearch) -> int:
         """Set up a (resumed) study's trials; return how many count against the budget.
@@ -258,7 +248,7 @@ class ConditionedOptunaSearch(Searcher):
             return Searcher.FINISHED
         index = min(open_points, key=lambda i: (self._used[i], i))
         search = searches[index]
-        with _quiet_optuna():
+        with quiet_optuna():
             params = search.suggest(trial_id)
             trial = optuna_trials(search)[trial_id]
             trial.set_user_attr("ray_trial_id", trial_id)
@@ -296,7 +286,7 @@ class ConditionedOptunaSearch(Searcher):
             value = (result or {}).get(self.objective)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
                 value = self.last_value.get(trial_id)
-        with _quiet_optuna():
+        with quiet_optuna():
             self._open()[index].finish(trial_id, status, value)
 
     # -- Ray Tune's searcher checkpoint: which trials it knew (the rest is in the Optuna storage)
@@ -484,4 +474,4 @@ def optuna_location(spec, store) -> OptunaLocation | None:
 
 
 __all__ = ["ConditionedOptunaSearch", "PerGridPointScheduler", "PointSearch", "OptunaSnapshot", "tune_search",
-           "search_param_space", "tune_domain", "optuna_distribution", "storage", "optuna_location"]
+           "search_param_space", "tune_domain", "optuna_distribution", "optuna_location"]

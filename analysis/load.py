@@ -363,3 +363,99 @@ def fmt(value: Any) -> str:
             return "nan"
         return f"{value:g}"
     return str(value)
+
+
+# ---------------------------------------------------------------- seed means and spreads, diverged ends, LR drops
+# (what the figures draw, prepared here so that the figure functions only draw)
+
+
+def diverged_ends(curves: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """Per diverged trial: where it diverged (``diverged_step`` if reported, else its last x)
+    and its last finite ``y`` (``last_finite_loss`` when reported)."""
+    if "status" not in curves:
+        return pd.DataFrame(columns=["trial_id", "x", "y"])
+    rows = []
+    for trial_id, part in curves[curves["status"].astype(str) == "diverged"].groupby("trial_id", sort=True):
+        part = part[part[x].notna()] if x in part else part.iloc[0:0]
+        if part.empty:
+            continue
+        yv = pd.to_numeric(part[y], errors="coerce") if y in part else pd.Series(np.nan, index=part.index)
+        finite = part[np.isfinite(yv.to_numpy(dtype=float, na_value=np.nan))]
+        x_at = float(part[x].iloc[-1])
+        if x in ("step",) and has_values(part, "diverged_step"):
+            x_at = float(part["diverged_step"].dropna().iloc[-1])
+        y_at = float(yv[finite.index].iloc[-1]) if len(finite) else math.nan
+        rows.append({"trial_id": trial_id, "x": x_at, "y": y_at, **{c: part[c].iloc[0] for c in part if c.startswith(CONFIG)}})
+    return pd.DataFrame(rows)
+
+
+def _keep_order(out: pd.DataFrame, frame: pd.DataFrame, groups: Sequence[str]) -> pd.DataFrame:
+    for g in groups:  # keep the categorical order of string axes
+        if g in frame and isinstance(frame[g].dtype, pd.CategoricalDtype):
+            out[g] = pd.Categorical(out[g], categories=frame[g].cat.categories, ordered=frame[g].cat.ordered)
+    return out
+
+
+def seed_spread(frame: pd.DataFrame, value: str, by: Sequence[str]) -> pd.DataFrame:
+    """Per group of ``by``: ``mean``, ``min``, ``max`` and ``n`` of ``value`` over finished
+    trials with a finite value, and ``n_diverged``/``n_trials`` (diverged trials are left
+    out of the statistics and counted)."""
+    by = list(by)
+    status = frame["status"].astype(str) if "status" in frame else pd.Series("finished", index=frame.index)
+    vals = pd.to_numeric(frame[value], errors="coerce") if value in frame else pd.Series(np.nan, index=frame.index)
+    data = frame[by].copy()
+    data["_status"] = status.to_numpy()
+    data["_v"] = vals.to_numpy(dtype=float, na_value=np.nan)
+    data["_ok"] = (data["_status"] == "finished") & np.isfinite(data["_v"])
+    rows = []
+    grouped = data.groupby(by, observed=True, sort=True, dropna=False) if by else [((), data)]
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        ok = part.loc[part["_ok"], "_v"]
+        rows.append({**dict(zip(by, key)), "mean": float(ok.mean()) if len(ok) else math.nan,
+                     "min": float(ok.min()) if len(ok) else math.nan, "max": float(ok.max()) if len(ok) else math.nan,
+                     "n": len(ok), "n_diverged": int((part["_status"] == "diverged").sum()), "n_trials": len(part)})
+    out = pd.DataFrame(rows, columns=[*by, "mean", "min", "max", "n", "n_diverged", "n_trials"])
+    return _keep_order(out, frame, by)
+
+
+def curve_spread(curves: pd.DataFrame, y: str, x: str, by: Sequence[str],
+                 statuses: Sequence[str] = ("finished",)) -> pd.DataFrame:
+    """Per group of ``by`` and value of ``x``: ``mean``, ``min``, ``max`` and ``n`` of ``y``
+    over the seeds (trials of the given statuses with a finite value)."""
+    by = list(by)
+    data = finite_points(curves, y, x, by, statuses)
+    if data is None:
+        return pd.DataFrame(columns=[*by, x, "mean", "min", "max", "n"])
+    out = (data.groupby([*by, x], observed=True, sort=True)[y].agg(["mean", "min", "max", "count"])
+           .reset_index().rename(columns={"count": "n"}))
+    return _keep_order(out, curves, by)
+
+
+def lr_drops(curves: pd.DataFrame, x: str) -> list[float]:
+    """Where the reported LR steps down: the last report at the peak LR before a report
+    at less than half of it. A cosine, which falls gradually, has no such step."""
+    if not has_values(curves, "lr") or x == "lr" or x not in curves:
+        return []
+    drops = set()
+    for _, part in curves.dropna(subset=["lr", x]).groupby("trial_id", sort=False):
+        part = part.sort_values(x)
+        lr = part["lr"].to_numpy(dtype=float)
+        if len(lr) < 2:
+            continue
+        peak = lr.max()
+        step = np.flatnonzero((lr[:-1] >= 0.99 * peak) & (lr[1:] < 0.5 * lr[:-1]))
+        if len(step):
+            drops.add(float(part[x].iloc[step[0]]))
+    return sorted(drops)
+
+
+def per_seed(rows: pd.DataFrame, x: str, metric: str) -> pd.DataFrame:
+    """``metric`` by ``x`` (index) and seed (columns) for the trials in ``rows``."""
+    if rows.empty or metric not in rows:
+        return pd.DataFrame()
+    seed = rows[SEED] if SEED in rows else rows["trial_id"]
+    frame = pd.DataFrame({"x": rows[x].to_numpy(dtype=float), "seed": seed.to_numpy(),
+                          "v": pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
+    frame = frame[np.isfinite(frame["v"])]
+    return frame.pivot_table(index="x", columns="seed", values="v", aggfunc="last").sort_index()

@@ -161,7 +161,8 @@ def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> li
     grid = search_results.grid_baseline(baseline.trials, metric, mode, by) if baseline is not None else None
     items = [FigureItem("search_progress", f"Best {metric} found vs trials and compute spent, per search"
                         + (f" (dashed: the best of grid study `{baseline.name}`)" if baseline is not None else ""),
-                        (lambda: search_results.search_progress(search_results.study_progress(study), metric, mode, by, baseline=grid))
+                        (lambda: figures.search_progress(search_results.study_progress(study), metric, mode, by,
+                                                         baseline=grid))
                         if has_metric else None, None if has_metric else no_metric)]
     best = search_results.study_best_per_point(study) if has_metric else None
     axis = next((c.removeprefix("best_") for c in (best.columns if best is not None else []) if c.startswith("best_")
@@ -170,8 +171,8 @@ def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> li
     ok = best is not None and not best.empty and axis is not None
     items.append(FigureItem("best_per_point", f"Best {axis or 'searched value'} per "
                             f"{', '.join(point_axes) or 'search'}, with its spread over seeds",
-                            (lambda: search_results.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
-                                                                  metric, search_results.search_bounds(study.spec, axis)))
+                            (lambda: figures.best_per_point_figure(best, axis, point_axes[0] if point_axes else None,
+                                                                   metric, search_results.search_bounds(study.spec, axis)))
                             if ok else None,
                             None if ok else (no_metric if not has_metric else "no numeric searched axis, or no "
                                              "finished trial")))
@@ -179,7 +180,7 @@ def search_figures(study: Study, has_metric: bool, baseline: Study | None) -> li
     axis_x = "lr" if "lr" in ranged else (ranged[0] if ranged else None)
     ok = has_metric and axis_x is not None
     items.append(FigureItem("search_trials", f"Every trial's {metric} vs {axis_x}: what the search sampled",
-                            (lambda: search_results.search_trials(study.trials, metric, axis_x, by)) if ok else None,
+                            (lambda: figures.search_trials(study.trials, metric, axis_x, by)) if ok else None,
                             None if ok else no_metric))
     return items
 

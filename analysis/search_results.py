@@ -1,4 +1,4 @@
-"""What a search spent and what it found: tables and figures for random/Optuna studies.
+"""What a search spent and what it found: the tables of random/Optuna studies.
 
 A search study (``search: random`` or ``optuna``) runs one search per grid point (the
 grid axes, e.g. ``weight_decay``) over its range axes (e.g. ``lr``). For each search:
@@ -15,7 +15,7 @@ grid axes, e.g. ``weight_decay``) over its range axes (e.g. ``lr``). For each se
 
 ``baseline`` is the best finished trial and the total compute of a grid study over the same
 box, per grid point (``grid_baseline``), to draw and tabulate next to the search.
-Figures follow ``analysis.figures``: every data line has a ``gid`` and its data is the table's.
+Their figures are in ``analysis.figures.search``.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from typing import Sequence
 
 import numpy as np
 import pandas as pd
-from matplotlib.figure import Figure
 
-from analysis.figures import (_clip, _colors, _figure, _format_y, _label, _legend, _log_if_wide, _mark_diverged,
-                              _name, _suptitle, _title, axis_label)
-from analysis.load import Study, column, fmt, has_values
+from analysis.load import Study, column, has_values
 from analysis.stats import CONFIDENCE, t_interval
 
 SAMPLED_SEARCHES = ("random", "optuna")  # the searches that sample configs (not a grid)
@@ -59,7 +56,8 @@ def _better(mode: str):
     return np.fmin.accumulate if mode == "min" else np.fmax.accumulate
 
 
-def _as_floats(series: pd.Series) -> np.ndarray:
+def as_floats(series: pd.Series) -> np.ndarray:
+    """A column as floats, NaN where a value is not a number."""
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -91,10 +89,10 @@ def progress(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[
     started = pd.to_datetime(frame["started_at"], utc=True) if "started_at" in frame else ended
     frame = frame.assign(_ended=ended, _started=started, _running=ended.isna())
     status = frame["status"].astype(str)
-    value = _as_floats(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
+    value = as_floats(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
     frame["value"] = np.where((status == "finished").to_numpy() & np.isfinite(value), value, np.nan)
-    frame["steps"] = _as_floats(frame[compute]) if compute in frame else np.nan
-    frame["seconds"] = _as_floats(frame["time_total_s"]) if "time_total_s" in frame else np.nan
+    frame["steps"] = as_floats(frame[compute]) if compute in frame else np.nan
+    frame["seconds"] = as_floats(frame["time_total_s"]) if "time_total_s" in frame else np.nan
     frame["status"] = status
     parts = []
     groups = frame.groupby(by, observed=True, sort=True, dropna=False) if by else [((), frame)]
@@ -156,7 +154,7 @@ def summary(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[s
             row["compute_to_best"] = found["compute_spent"]
             row["compute_within"] = reach(part, within(best, tolerance, mode), mode)["compute_spent"]
         if baseline is not None:
-            match = _match(baseline, by_cols, key)
+            match = baseline_row(baseline, by_cols, key)
             if match is not None:
                 row.update(grid_best=match["grid_best"], grid_compute=match["grid_compute"])
                 hit = reach(part, within(match["grid_best"], tolerance, mode), mode)
@@ -166,16 +164,17 @@ def summary(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[s
     return pd.DataFrame(rows)
 
 
-def _match(baseline: pd.DataFrame, by_cols: list[str], key: tuple):
+def baseline_row(baseline: pd.DataFrame, by_cols: list[str], key: tuple):
+    """The one row of ``baseline`` (``grid_baseline``) at grid point ``key``, else None."""
     rows = baseline
     for col, value in zip(by_cols, key):
         if col not in rows:
             continue
-        rows = rows[np.isclose(rows[col].astype(float), float(value))] if _numeric(value) else rows[rows[col] == value]
+        rows = rows[np.isclose(rows[col].astype(float), float(value))] if is_number(value) else rows[rows[col] == value]
     return rows.iloc[0] if len(rows) == 1 else None
 
 
-def _numeric(value) -> bool:
+def is_number(value) -> bool:
     return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
@@ -211,7 +210,7 @@ def best_per_point(trials: pd.DataFrame, metric: str, mode: str = "min", by: Seq
     seed_col = column(seed)
     ax_col = column(axis)
     data = trials[trials["status"].astype(str) == "finished"].copy() if "status" in trials else trials.copy()
-    data["_value"] = _as_floats(data[metric]) if metric in data else np.nan
+    data["_value"] = as_floats(data[metric]) if metric in data else np.nan
     data = data[np.isfinite(data["_value"])]
     keys = [*by_cols, *([seed_col] if seed_col in data else [])]
     if data.empty or ax_col not in data:
@@ -265,145 +264,3 @@ def study_best_per_point(study: Study) -> pd.DataFrame | None:
     if axis is None:
         return None
     return best_per_point(study.trials, study.metric, study.mode, grid_axes(study.spec), axis)
-
-
-# ------------------------------------------------------------------ figures
-
-
-def _group_label(by_cols: list[str], key) -> str:
-    return _label(by_cols, key) if by_cols else "search"
-
-
-def search_progress(progress_frame: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[str] = (), *,
-                    baseline: pd.DataFrame | None = None, title: str | None = None) -> Figure:
-    """Best final value found so far vs trials spent (left) and vs compute spent (right), a line
-    per search; a grid study's best (dashed) and its total compute (dotted) where given."""
-    by_cols = [column(b) for b in by]
-    fig, axs = _figure(1, 2, width=5.4, height=4.0)
-    groups = progress_frame.groupby(by_cols, observed=True, sort=True, dropna=False) if by_cols else [((), progress_frame)]
-    groups = list(groups)
-    colors = _colors(len(groups), sequential=len(groups) > 1 and all(_numeric(k[0] if isinstance(k, tuple) else k)
-                                                                     for k, _ in groups))
-    plotted = []
-    for (key, part), color in zip(groups, colors):
-        label = _group_label(by_cols, key)
-        ok = part[np.isfinite(part["best_so_far"].to_numpy(dtype=float))]
-        plotted.extend(ok["best_so_far"])
-        for ax, x in zip(axs[0], ("trials_spent", "compute_spent")):
-            ax.plot(ok[x].to_numpy(dtype=float), ok["best_so_far"].to_numpy(dtype=float), drawstyle="steps-post",
-                    marker="o", markersize=3, color=color, label=label, gid=f"data:{x}:{label}")
-        if baseline is not None:
-            match = _match(baseline, by_cols, key if isinstance(key, tuple) else (key,))
-            if match is not None and np.isfinite(match["grid_best"]):
-                for ax in axs[0]:
-                    ax.axhline(match["grid_best"], color=color, linestyle="--", linewidth=1,
-                               label=f"grid best ({label})", gid=f"baseline:{label}")
-                axs[0, 1].axvline(match["grid_compute"], color=color, linestyle=":", linewidth=1,
-                                  label=f"grid compute ({label})", gid=f"baseline-compute:{label}")
-                plotted.append(match["grid_best"])
-    unit = "trial-steps" if progress_frame["steps"].notna().any() else "reports"
-    for ax, xlabel in zip(axs[0], ("trials ended", f"compute spent ({unit})")):
-        ax.set_xlabel(xlabel)
-        _format_y(ax, metric, label=f"best {axis_label(metric)} so far")
-        _log_if_wide(ax, "y", plotted)
-        ax.grid(alpha=0.3)
-    _legend(axs[0, 0])
-    counts = progress_frame["status"].value_counts()
-    spent = ", ".join(f"{n} {s}" for s, n in counts.sort_index().items())
-    _suptitle(fig, title or f"best final {metric} found vs trials and compute spent, per search ({spent}; "
-                            f"only finished trials have a value)", fontsize=10)
-    return fig
-
-
-def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None = None,
-                          metric: str = "value", bounds: tuple[float, float] | None = None,
-                          title: str | None = None) -> Figure:
-    """Left: the best ``axis`` value per grid point (geometric mean over seeds, min–max bar), on
-    the searched range ``bounds`` when given; right: the best ``metric`` found, mean with its
-    t-interval over seeds."""
-    fig, axs = _figure(1, 2, width=5.0, height=3.8)
-    by_col = column(by) if by else None
-    if by_col is not None and by_col in table:
-        xs = table[by_col].to_numpy()
-        numeric = all(_numeric(v) for v in xs)
-        positions = xs.astype(float) if numeric else np.arange(len(xs), dtype=float)
-    else:
-        numeric, positions, xs = False, np.zeros(len(table)), [""] * len(table)
-    best = table[f"best_{axis}"].to_numpy(dtype=float)
-    low, high = table[f"{axis}_min"].to_numpy(dtype=float), table[f"{axis}_max"].to_numpy(dtype=float)
-    ax = axs[0, 0]
-    ax.errorbar(positions, best, yerr=[best - low, high - best], fmt="none", capsize=4, color="tab:blue")
-    ax.plot(positions, best, "o-", color="tab:blue", label=f"best {axis} (geometric mean over seeds; bar: min–max)",
-            gid=f"data:best_{axis}")
-    ax.set_yscale("log" if (low > 0).all() and (bounds is None or bounds[0] > 0) else "linear")
-    if bounds is not None:  # where in the searched range the best values lie
-        ax.set_ylim(*bounds)
-    ax.set_ylabel(f"best {axis_label(axis)}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
-    mean = table["best_mean"].to_numpy(dtype=float)
-    half = (table["best_ci_high"] - table["best_mean"]).to_numpy(dtype=float)
-    ax2 = axs[0, 1]
-    ax2.errorbar(positions, mean, yerr=np.where(np.isfinite(half), half, 0), fmt="none", capsize=4, color="tab:green")
-    ax2.plot(positions, mean, "s-", color="tab:green",
-             label=f"best {metric} (mean; bar: {int(CONFIDENCE * 100)}% t-interval over seeds)", gid="data:best_value")
-    _format_y(ax2, metric, label=f"best {axis_label(metric)}")
-    for a in (ax, ax2):
-        if by_col is not None:
-            a.set_xlabel(axis_label(by_col))
-            if numeric:
-                _log_if_wide(a, "x", positions)
-            else:
-                a.set_xticks(positions, [fmt(v) for v in xs])
-        a.grid(alpha=0.3)
-        _legend(a)
-    seeds = int(table["seeds"].max()) if len(table) else 0
-    _suptitle(fig, title or f"best {axis} per {_name(by_col) if by_col else 'search'} and the best {metric} found"
-                            f" ({seeds} seed(s) per point, each its own search)", fontsize=10)
-    return fig
-
-
-def search_trials(trials: pd.DataFrame, metric: str, axis: str = "lr", by: Sequence[str] = (), *,
-                  title: str | None = None) -> Figure:
-    """Every trial's last ``metric`` vs its ``axis`` value, a colour per search: finished trials as
-    dots, stopped ones as open circles at the value they were stopped at, diverged ones as red X
-    clipped to the top (failed and running ones are counted in the title)."""
-    by_cols = [column(b) for b in by]
-    fig, axs = _figure(width=7.0, height=4.4)
-    ax = axs[0, 0]
-    status = trials["status"].astype(str)
-    value = _as_floats(trials[metric]) if metric in trials else np.full(len(trials), np.nan)
-    x = _as_floats(trials[column(axis)])
-    frame = trials.assign(_status=status.to_numpy(), _value=value, _x=x)
-    groups = frame.groupby(by_cols, observed=True, sort=True, dropna=False) if by_cols else [((), frame)]
-    groups = list(groups)
-    colors = _colors(len(groups))
-    shown = frame[frame["_status"].isin(["finished", "stopped"]) & np.isfinite(frame["_value"])]
-    for (key, part), color in zip(groups, colors):
-        label = _group_label(by_cols, key)
-        done = part[(part["_status"] == "finished") & np.isfinite(part["_value"])].sort_values("_x")
-        ax.plot(done["_x"], done["_value"], "o", color=color, label=f"{label}: finished",
-                gid=f"data:finished:{label}")
-        cut = part[(part["_status"] == "stopped") & np.isfinite(part["_value"])].sort_values("_x")
-        if len(cut):
-            ax.plot(cut["_x"], cut["_value"], "o", markerfacecolor="none", color=color, alpha=0.7,
-                    label=f"{label}: stopped early", gid=f"stopped:{label}")
-    _log_if_wide(ax, "x", x)
-    _log_if_wide(ax, "y", shown["_value"])
-    diverged = frame[frame["_status"] == "diverged"]
-    if len(diverged):
-        clip = _clip(ax, shown["_value"], log=ax.get_yscale() == "log")
-        _mark_diverged(ax, diverged["_x"], np.full(len(diverged), np.nan), clip,
-                       note=f"diverged ({len(diverged)}), drawn at the top")
-    ax.set_xlabel(axis_label(axis))
-    _format_y(ax, metric)
-    ax.grid(alpha=0.3)
-    _legend(ax)
-    others = status[~status.isin(["finished", "stopped", "diverged"])].value_counts()
-    note = "" if others.empty else " [" + ", ".join(f"{n} {s}" for s, n in others.items()) + " not drawn]"
-    _title(ax, title or f"every trial's last {metric} vs {axis}: finished (dot) and stopped early (open, at "
-                        f"the value it was stopped at){note}", fontsize=10)
-    return fig
-
-
-__all__ = ["progress", "summary", "reach", "within", "grid_baseline", "best_per_point", "search_progress",
-           "best_per_point_figure", "search_trials", "study_progress", "study_summary", "study_best_per_point",
-           "is_search", "searched_axes", "grid_axes", "compute_column", "TOLERANCE"]

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis import figures
+from analysis import figures, load
+from analysis.figures import style
 from analysis.load import load_study
 from tests.test_analysis_stores import (BF16_DIVERGE_STEP, LM_CROSSING_STEP, LM_STEPS, SEEDS, VISION_BRANCH_EPOCHS,
                                         VISION_EPOCHS, VISION_LRS, lm_loss, vision_error, write_bf16_store,
@@ -123,8 +124,8 @@ def test_lr_drops_are_steps_not_a_cosine():
     step = np.where(steps <= 600, 0.1, 0.01)
     frame = pd.DataFrame({"trial_id": ["c"] * len(steps) + ["s"] * len(steps), "step": np.tile(steps, 2),
                           "lr": np.concatenate([cosine, step])})
-    assert figures._lr_drops(frame[frame["trial_id"] == "c"], "step") == []
-    assert figures._lr_drops(frame, "step") == [600.0]
+    assert load.lr_drops(frame[frame["trial_id"] == "c"], "step") == []
+    assert load.lr_drops(frame, "step") == [600.0]
 
 
 def test_norms_and_effective_lr_panels(stores):
@@ -331,7 +332,7 @@ def test_every_data_line_is_legible_on_white(stores):
     assert lime[1] > lime[0] > lime[2]  # darkened, same hue (green > red > blue)
     assert figures.legible("tab:blue") == pytest.approx(matplotlib_rgb("tab:blue"))  # legible already: unchanged
     for n in (2, 5, 9):
-        palette = figures._colors(n, sequential=True)
+        palette = style.line_colors(n, sequential=True)
         assert len(set(palette)) == n and min(map(figures.contrast, palette)) >= figures.MIN_CONTRAST
     for study in stores.values():
         for key, fig, _, _ in plan_figures(study):

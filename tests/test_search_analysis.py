@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis import search_results
+from analysis import figures, search_results
 from analysis.load import load_study
 from analysis.report import build_report
 from study.store import StoreWriter, StudyStore
@@ -100,7 +100,7 @@ def test_best_per_point_spread_over_seeds():
 
 def test_figures_draw_the_tables():
     prog = search_results.progress(TRIALS, "loss", "min", ["weight_decay"])
-    fig = search_results.search_progress(prog, "loss", "min", ["weight_decay"])
+    fig = figures.search_progress(prog, "loss", "min", ["weight_decay"])
     lines = {line.get_gid(): line.get_xydata() for ax in fig.axes for line in ax.get_lines()}
     zero = prog[(prog["config/weight_decay"] == 0.0) & prog["best_so_far"].notna()]
     np.testing.assert_array_equal(lines["data:compute_spent:weight_decay=0"],
@@ -108,7 +108,7 @@ def test_figures_draw_the_tables():
     np.testing.assert_array_equal(lines["data:trials_spent:weight_decay=0"],
                                   zero[["trials_spent", "best_so_far"]].to_numpy(dtype=float))
 
-    fig = search_results.search_trials(TRIALS, "loss", "lr", ["weight_decay"])
+    fig = figures.search_trials(TRIALS, "loss", "lr", ["weight_decay"])
     lines = {line.get_gid(): line.get_xydata() for line in fig.axes[0].get_lines()}
     np.testing.assert_array_equal(lines["data:finished:weight_decay=0"], [[0.1, 0.8], [0.3, 0.5]])
     np.testing.assert_array_equal(lines["stopped:weight_decay=0"], [[0.01, 2.0], [0.2, 0.9]])
@@ -118,7 +118,7 @@ def test_figures_draw_the_tables():
     table = pd.DataFrame({"config/weight_decay": [0.0, 0.5], "seeds": [2, 2], "best_lr": [0.1, 0.2],
                           "lr_min": [0.05, 0.1], "lr_max": [0.2, 0.4], "best_mean": [0.5, 0.4],
                           "best_ci_low": [0.45, 0.3], "best_ci_high": [0.55, 0.5]})
-    fig = search_results.best_per_point_figure(table, "lr", "weight_decay", "loss")
+    fig = figures.best_per_point_figure(table, "lr", "weight_decay", "loss")
     lines = {line.get_gid(): line.get_xydata() for ax in fig.axes for line in ax.get_lines() if line.get_gid()}
     np.testing.assert_array_equal(lines["data:best_lr"], [[0.0, 0.1], [0.5, 0.2]])
     np.testing.assert_array_equal(lines["data:best_value"], [[0.0, 0.5], [0.5, 0.4]])

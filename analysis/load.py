@@ -459,3 +459,55 @@ def per_seed(rows: pd.DataFrame, x: str, metric: str) -> pd.DataFrame:
                           "v": pd.to_numeric(rows[metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan)})
     frame = frame[np.isfinite(frame["v"])]
     return frame.pivot_table(index="x", columns="seed", values="v", aggfunc="last").sort_index()
+
+
+def paired_difference(arm: pd.Series, base: pd.Series) -> pd.Series:
+    """``arm − base`` at the x values (the index) both have, sorted by x: a seed-mean curve
+    against its baseline's (a Chinchilla arm against WD 0)."""
+    common = arm.index.intersection(base.index)
+    return (arm.loc[common] - base.loc[common]).sort_index()
+
+
+def seed_differences(arm_rows: pd.DataFrame, base_rows: pd.DataFrame | None, x: str, metric: str) -> pd.DataFrame:
+    """Each seed's own ``arm − base`` of ``metric``, by ``x`` (index) and seed (columns): the same
+    seed saw the same batches in both arms. Empty without baseline rows, or with fewer than two
+    seeds in the arm (its mean difference is then the only one)."""
+    arm = per_seed(arm_rows, x, metric)
+    if base_rows is None or arm.shape[1] < 2:
+        return pd.DataFrame()
+    return (arm - per_seed(base_rows, x, metric)).dropna(how="all")
+
+
+def final_pairs(curves: pd.DataFrame, a: str = "train_loss", b: str = "val_loss") -> pd.DataFrame:
+    """Per trial, the last report holding finite values of both ``a`` and ``b``."""
+    if a not in curves or b not in curves:
+        return curves.iloc[0:0]
+    both = curves[np.isfinite(pd.to_numeric(curves[a], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
+                  & np.isfinite(pd.to_numeric(curves[b], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
+    return both.drop_duplicates("trial_id", keep="last")
+
+
+def final_gap(curves: pd.DataFrame, train: str = "train_loss", val: str = "val_loss") -> pd.DataFrame:
+    """Per finished trial, its last report with finite ``train`` and ``val``, and ``gap`` = val − train."""
+    ends = final_pairs(curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves, train, val)
+    return ends.assign(gap=ends[val].astype(float) - ends[train].astype(float))
+
+
+def best_at(spread: pd.DataFrame, axis: str, value, mode: str = "min") -> tuple[pd.Series | None, int, int]:
+    """In a ``seed_spread`` table at ``axis`` = ``value``: the grid point with the best seed mean over
+    every other axis (None where no trial finished there), and how many trials diverged and ran there."""
+    rows = spread[spread[axis] == value]
+    ok = rows[rows["n"] > 0]
+    best = ok.loc[ok["mean"].idxmin() if mode == "min" else ok["mean"].idxmax()] if len(ok) else None
+    return best, int(rows["n_diverged"].sum()), int(rows["n_trials"].sum())
+
+
+def rank_trials(finals: pd.DataFrame, value: str, mode: str = "min") -> pd.DataFrame:
+    """Finished trials with a finite ``value``, best first."""
+    if not value or value not in finals:
+        return finals.iloc[0:0]
+    ok = finals
+    if "status" in ok:
+        ok = ok[ok["status"].astype(str) == "finished"]
+    ok = ok[np.isfinite(pd.to_numeric(ok[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
+    return ok.sort_values(value, ascending=mode == "min", kind="stable")

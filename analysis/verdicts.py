@@ -46,7 +46,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.load import CONFIG, SEED, column, fmt, has_values, values, varied_axes, x_column
+from analysis.load import CONFIG, SEED, column, final_pairs, fmt, has_values, values, varied_axes, x_column
 from analysis.stats import (FAIL, INCONCLUSIVE, NOT_APPLICABLE, OUTCOMES, PASS,  # noqa: F401 (OUTCOMES re-exported)
                             VERDICT_CONFIDENCE, Decision, combine, decide, equivalent)
 
@@ -711,15 +711,6 @@ def chinchilla_constant(curves: pd.DataFrame, metric: str | None = None, *, delt
 
 ALIKE_CLAIM = ("WD moves train and validation loss alike: its effect on val_loss equals its effect on the "
                "training loss within ±ε (no generalisation gap opened by WD)")
-
-
-def final_pairs(curves: pd.DataFrame, a: str = "train_loss", b: str = "val_loss") -> pd.DataFrame:
-    """Per trial, the last report holding finite values of both ``a`` and ``b``."""
-    if a not in curves or b not in curves:
-        return curves.iloc[0:0]
-    both = curves[np.isfinite(pd.to_numeric(curves[a], errors="coerce").to_numpy(dtype=float, na_value=np.nan))
-                  & np.isfinite(pd.to_numeric(curves[b], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
-    return both.drop_duplicates("trial_id", keep="last")
 
 
 def train_loss_metric(frame: pd.DataFrame) -> str | None:

@@ -16,7 +16,7 @@ from analysis.figures.style import (LINESTYLES, LOG_RATIO, add_legend, axes_titl
                                     figure_legend, format_x, format_y, group_label, is_error, left_out_note,
                                     line_colors, log_if_wide, lr_axis, mark_diverged, new_figure, set_limits, suptitle,
                                     words)
-from analysis.load import column, fmt, seed_spread, values, varied_axes, x_column
+from analysis.load import best_at, column, fmt, rank_trials, seed_spread, values, varied_axes, x_column
 
 
 def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequence[str] | None = None,
@@ -45,13 +45,11 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
         positions = [float(v) for v in vals] if numeric else list(range(len(vals)))
         best, diverged = [], []
         for pos, v in zip(positions, vals):
-            rows = agg[agg[axis] == v]
-            ok = rows[rows["n"] > 0]
-            if len(ok):
-                row = ok.loc[ok["mean"].idxmin() if mode == "min" else ok["mean"].idxmax()]
+            row, n_diverged, n_trials = best_at(agg, axis, v, mode)
+            if row is not None:
                 best.append((pos, float(row["mean"]), float(row["min"]), float(row["max"]), int(row["n"])))
-            if int(rows["n_diverged"].sum()):
-                diverged.append((pos, int(rows["n_diverged"].sum()), int(rows["n_trials"].sum())))
+            if n_diverged:
+                diverged.append((pos, n_diverged, n_trials))
         drawn.append((axis, numeric, positions, vals, best, diverged))
     low = min((b[2] for *_, best, _ in drawn for b in best), default=math.nan)
     high = max((b[3] for *_, best, _ in drawn for b in best), default=math.nan)
@@ -106,17 +104,6 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
                                 " (one seed: no spread)") + left_out_note(finals)),
               fontsize=10)
     return fig
-
-
-def rank_trials(finals: pd.DataFrame, value: str, mode: str = "min") -> pd.DataFrame:
-    """Finished trials with a finite ``value``, best first."""
-    if not value or value not in finals:
-        return finals.iloc[0:0]
-    ok = finals
-    if "status" in ok:
-        ok = ok[ok["status"].astype(str) == "finished"]
-    ok = ok[np.isfinite(pd.to_numeric(ok[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
-    return ok.sort_values(value, ascending=mode == "min", kind="stable")
 
 
 def top_k(curves: pd.DataFrame, finals: pd.DataFrame, value: str, mode: str = "min", *, k: int = 5,

@@ -10,9 +10,9 @@ from matplotlib.figure import Figure
 
 from analysis.figures.style import (CROSSING, LINESTYLES, add_legend, axes_title, axis_label, format_x, group_label,
                                     left_out_note, line_colors, mark_diverged, new_figure, suptitle, words)
-from analysis.load import (column, curve_spread, diverged_ends, fmt, has_values, per_seed, seed_spread, values,
-                           varied_axes, x_column)
-from analysis.verdicts import final_pairs, find_crossing
+from analysis.load import (column, curve_spread, diverged_ends, final_gap, fmt, has_values, paired_difference,
+                           seed_differences, seed_spread, values, varied_axes, x_column)
+from analysis.verdicts import find_crossing
 
 
 def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None = None,
@@ -47,7 +47,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
                 ctx_rows, ctx_done = ctx_rows[ctx_rows[c] == v], ctx_done[ctx_done[c] == v]
             ctx_label = group_label(others, ctx) if others else ""
             base = ctx_rows[ctx_rows[wd] == 0].set_index(x)["mean"].sort_index() if wd in ctx_rows else None
-            base_seeds = per_seed(ctx_done[ctx_done[wd] == 0], x, metric) if wd in ctx_done else None
+            base_done = ctx_done[ctx_done[wd] == 0] if wd in ctx_done else None
             for w in wds:
                 rows = ctx_rows[ctx_rows[wd] == w].sort_values(x) if wd in ctx_rows else ctx_rows.sort_values(x)
                 if rows.empty:
@@ -60,19 +60,17 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
                 if base is None or w == 0 or base.empty:
                     continue
                 arm = rows.set_index(x)["mean"]
-                common = arm.index.intersection(base.index)
-                d = (arm.loc[common] - base.loc[common]).sort_index()
+                d = paired_difference(arm, base)
                 gid = group_label([wd, *others], (w, *ctx))
-                arm_seeds = per_seed(ctx_done[np.isclose(ctx_done[wd].astype(float), float(w))], x, metric)
-                if base_seeds is not None and arm_seeds.shape[1] > 1:
-                    paired = (arm_seeds - base_seeds).dropna(how="all")
-                    for seed in paired.columns:
-                        one = paired[seed].dropna()
-                        if len(one):
-                            bottom.plot(one.index.to_numpy(dtype=float), one.to_numpy(dtype=float), color=palette[w],
-                                        linestyle=style, linewidth=0.7, alpha=0.45, gid=f"seed-diff:{gid}:seed={fmt(seed)}",
-                                        label="each seed (same batches)" if not seeds_labelled else None)
-                            seeds_labelled = True
+                paired = seed_differences(ctx_done[np.isclose(ctx_done[wd].astype(float), float(w))], base_done, x,
+                                          metric)
+                for seed in paired.columns:
+                    one = paired[seed].dropna()
+                    if len(one):
+                        bottom.plot(one.index.to_numpy(dtype=float), one.to_numpy(dtype=float), color=palette[w],
+                                    linestyle=style, linewidth=0.7, alpha=0.45, gid=f"seed-diff:{gid}:seed={fmt(seed)}",
+                                    label="each seed (same batches)" if not seeds_labelled else None)
+                        seeds_labelled = True
                 bottom.plot(d.index.to_numpy(dtype=float), d.to_numpy(dtype=float), color=palette[w], linestyle=style,
                             linewidth=2.0, label=name + (f" (mean of {seeds})" if seeds > 1 else ""), gid=f"diff:{gid}")
                 crossing = find_crossing(d.index.to_numpy(dtype=float), d.to_numpy())
@@ -113,8 +111,7 @@ def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: 
     """Final val_loss − train_loss vs weight decay, one line per value of the other axes:
     the seed mean, with every seed's own gap as a small dot (the verdict needs each seed
     inside ±ε)."""
-    ends = final_pairs(curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves)
-    ends = ends.assign(gap=ends["val_loss"].astype(float) - ends["train_loss"].astype(float))
+    ends = final_gap(curves)
     wd = column("weight_decay")
     others = [c for c in varied_axes(ends) if c != wd]
     by = [wd, *others] if wd in ends else others

@@ -511,3 +511,11 @@ def rank_trials(finals: pd.DataFrame, value: str, mode: str = "min") -> pd.DataF
         ok = ok[ok["status"].astype(str) == "finished"]
     ok = ok[np.isfinite(pd.to_numeric(ok[value], errors="coerce").to_numpy(dtype=float, na_value=np.nan))]
     return ok.sort_values(value, ascending=mode == "min", kind="stable")
+
+
+def trial_curve(curves: pd.DataFrame, trial_id: str, x: str, y: str) -> tuple[np.ndarray, np.ndarray]:
+    """One trial's ``y`` against ``x``, sorted by ``x``, its finite values only."""
+    part = curves[curves["trial_id"] == trial_id].sort_values(x)
+    yv = pd.to_numeric(part[y], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if y in part else np.array([])
+    ok = np.isfinite(yv)
+    return part[x].to_numpy(dtype=float)[ok], yv[ok]

@@ -12,11 +12,10 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.figures.style import (LINESTYLES, LOG_RATIO, add_legend, axes_title, axis_label, axis_name, clip_value,
-                                    figure_legend, format_x, format_y, group_label, is_error, left_out_note,
-                                    line_colors, log_if_wide, lr_axis, mark_diverged, new_figure, set_limits, suptitle,
-                                    words)
-from analysis.load import best_at, column, fmt, rank_trials, seed_spread, values, varied_axes, x_column
+from analysis.figures.style import (LINESTYLES, LOG_RATIO, axis_label, axis_name, clip_value, figure_legend,
+                                    finish_axes, format_y, group_label, is_error, left_out_note, line_colors,
+                                    log_if_wide, lr_axis, mark_diverged, new_figure, set_limits, suptitle, words)
+from analysis.load import best_at, column, fmt, rank_trials, seed_spread, trial_curve, values, varied_axes, x_column
 
 
 def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequence[str] | None = None,
@@ -117,18 +116,12 @@ def top_k(curves: pd.DataFrame, finals: pd.DataFrame, value: str, mode: str = "m
     ax = axs[0, 0]
     plotted = []
     for rank, (color, (_, row)) in enumerate(zip(line_colors(k), best.iterrows()), start=1):
-        part = curves[curves["trial_id"] == row["trial_id"]].sort_values(x)
-        yv = pd.to_numeric(part[y], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if y in part else np.array([])
-        ok = np.isfinite(yv)
-        plotted.extend(yv[ok])
+        xs, ys = trial_curve(curves, row["trial_id"], x, y)
+        plotted.extend(ys)
         label = f"#{rank} {value}={row[value]:.4g}: " + group_label(axes, tuple(row[c] for c in axes))
-        ax.plot(part[x].to_numpy(dtype=float)[ok], yv[ok], color=color, label=label, gid=f"data:{row['trial_id']}")
+        ax.plot(xs, ys, color=color, label=label, gid=f"data:{row['trial_id']}")
     log_if_wide(ax, "y", plotted)
-    format_x(ax, x)
-    format_y(ax, y)
-    axes_title(ax, title or f"top {len(best)} of {len(finals)} trials by final {words(value)} ({mode})", fontsize=10)
-    ax.grid(alpha=0.3)
-    add_legend(ax)
+    finish_axes(ax, x, y, title or f"top {len(best)} of {len(finals)} trials by final {words(value)} ({mode})")
     return fig
 
 
@@ -148,15 +141,9 @@ def compare_best(studies: Sequence[tuple[str, pd.DataFrame, pd.DataFrame, str, s
         if best.empty:
             continue
         row = best.iloc[0]
-        part = curves_frame[curves_frame["trial_id"] == row["trial_id"]].sort_values(shared_x)
-        yv = pd.to_numeric(part[metric], errors="coerce").to_numpy(dtype=float, na_value=np.nan) if metric in part else np.array([])
-        ok = np.isfinite(yv)
+        xs, ys = trial_curve(curves_frame, row["trial_id"], shared_x, metric)
         axes = varied_axes(finals_frame)
-        ax.plot(part[shared_x].to_numpy(dtype=float)[ok], yv[ok], linestyle=style, linewidth=1.6,
+        ax.plot(xs, ys, linestyle=style, linewidth=1.6,
                 label=f"{name}: " + group_label(axes, tuple(row[c] for c in axes)), gid=f"data:{name}")
-    format_x(ax, shared_x)
-    format_y(ax, metric)
-    axes_title(ax, title or f"{words(metric)} of each study's best trial", fontsize=10)
-    ax.grid(alpha=0.3)
-    add_legend(ax)
+    finish_axes(ax, shared_x, metric, title or f"{words(metric)} of each study's best trial")
     return fig

@@ -300,6 +300,15 @@ def add_legend(ax, **kw) -> None:
         ax.legend(fontsize=7, loc=kw.pop("loc", "best"), **kw)
 
 
+def finish_axes(ax, x: str, y: str, title: str) -> None:
+    """Axes of one panel of curves: x and y labelled in words, a wrapped title, a grid, a legend."""
+    format_x(ax, x)
+    format_y(ax, y)
+    axes_title(ax, title, fontsize=10)
+    ax.grid(alpha=0.3)
+    add_legend(ax)
+
+
 def figure_legend(fig, axes, extra: Sequence[tuple] = (), title: str | None = None) -> None:
     """One legend for the whole figure, outside the axes on the right: every label once."""
     handles: dict[str, object] = {}

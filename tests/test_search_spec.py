@@ -183,3 +183,16 @@ def test_the_preset_is_a_valid_optuna_asha_search():
 def test_spec_error_is_a_spec_error():
     with pytest.raises(SpecError, match="num_samples"):
         parse_spec({"name": "x", "trainable": "probe", "search": "random", "axes": {"lr": {"uniform": [0.1, 1]}}})
+
+
+def test_a_search_spec_validates_and_describes_without_importing_ray():
+    """``study.search`` keeps Ray Tune's side in ``study.search.tune``: a spec checks without Ray."""
+    import subprocess
+    import sys
+
+    code = ("import sys, yaml\nfrom study import parse_spec\nfrom study.search import describe\n"
+            f"describe(parse_spec(yaml.safe_load({GOOD!r})))\n"
+            "print(sorted(m for m in sys.modules if m == 'ray' or m.startswith('ray.')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.strip() == "[]"

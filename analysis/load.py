@@ -385,7 +385,8 @@ def diverged_ends(curves: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
         if x in ("step",) and has_values(part, "diverged_step"):
             x_at = float(part["diverged_step"].dropna().iloc[-1])
         y_at = float(yv[finite.index].iloc[-1]) if len(finite) else math.nan
-        rows.append({"trial_id": trial_id, "x": x_at, "y": y_at, **{c: part[c].iloc[0] for c in part if c.startswith(CONFIG)}})
+        rows.append({"trial_id": trial_id, "x": x_at, "y": y_at,
+                     **{c: part[c].iloc[0] for c in part if c.startswith(CONFIG)}})
     return pd.DataFrame(rows)
 
 

@@ -32,8 +32,8 @@ from analysis.figures.lm import chinchilla, train_val_gap
 from analysis.figures.runs import divergence_curves, status_map
 from analysis.figures.search import best_per_point_figure, search_progress, search_trials
 from analysis.figures.style import LABELS, MIN_CONTRAST, Percent, axis_label, contrast, legible
-from analysis.figures.vision import (EMA_PAIRS, ema_pair, ema_vs_plain, finetune_branches, heatmap, hessian_trace, norms,
-                                     training_curves, ushape)
+from analysis.figures.vision import (EMA_PAIRS, ema_pair, ema_vs_plain, finetune_branches, heatmap, hessian_trace,
+                                     norms, training_curves, ushape)
 from analysis.load import curve_spread, rank_trials, seed_spread
 
 __all__ = ["compare_best", "isolation", "rank_trials", "top_k", "chinchilla", "train_val_gap", "divergence_curves",

@@ -234,6 +234,21 @@ def _callbacks(spec: StudySpec, writer: StoreWriter, skip, progress: bool, strea
     return callbacks + tracker_callbacks(spec.loggers, spec.name)
 
 
+def check_trackers(spec: StudySpec) -> None:
+    """Set up each of the spec's trackers once, before Ray starts and before anything is written:
+    a tracker that cannot start (W&B online without an API key, an MLflow store it refuses) is a
+    one-line ``LaunchError`` naming it, not a traceback from inside ``Tuner.fit``."""
+    from study.errors import abbreviate
+    from study.trackers import tracker_callbacks
+
+    for name, callback in zip(spec.loggers, tracker_callbacks(spec.loggers, spec.name)):
+        try:
+            callback.setup()
+        except Exception as exc:  # the tracker's own library: whatever it raises stops this launch
+            raise LaunchError(f"{spec.source}: loggers.{name}: cannot start: "
+                              f"{abbreviate(f'{type(exc).__name__}: {exc}', 300)}") from None
+
+
 def _no_auto_loggers() -> None:
     """Ray Tune's automatic CSV/JSON/TensorBoard copies of every result off (the store holds them;
     the spec's ``loggers`` ask for trackers): Ray 2.60 reads only an environment variable, in
@@ -279,6 +294,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
     if overwrite and resume:
         raise LaunchError("--overwrite and --resume exclude each other: replace the study, or continue it")
     spec.check_inputs()
+    check_trackers(spec)
     store = StudyStore(storage, spec.name)
     _refuse_if_running(store)
     if store.exists():
@@ -392,6 +408,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
     # since a driver that ran the study meanwhile may have changed it.
     StoreWriter(store, info).load_existing()
     store.check_files()
+    check_trackers(spec)
 
     ensure_ray(address)
     lock = DriverLock(store, command="resume", on_lost=_stop_this_driver)
@@ -569,4 +586,4 @@ def _packed_callbacks(callbacks: list) -> list:
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",
-           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note", "study_metric_types"]
+           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note", "study_metric_types", "check_trackers"]

@@ -138,3 +138,16 @@ def test_trial_logs_live_in_the_study_folder(printed):
     assert all(logs.has(t) for t in trials["trial_id"])
     assert sorted(f.rsplit("/", 2)[-2] for f in store.files() if f.endswith(".txt")) == ["logs", "logs"]
     store.check_files()  # the logs are not mistaken for foreign files
+
+
+def test_tunes_automatic_loggers_are_off(printed):
+    storage, trials = printed
+    from study.store import StudyStore
+
+    store = StudyStore(storage, "talky")
+    tune_files = [f for f in store.files(skip_tune=False) if f.startswith(store.tune_path + "/")]
+    assert any("/probe_printing_" in f for f in tune_files)  # the trials' folders are there...
+    names = {f.rsplit("/", 1)[-1] for f in tune_files}
+    # ...without the CSV, JSON and TensorBoard copies Tune adds unless told not to
+    assert not names & {"progress.csv", "result.json", "params.json"}, names
+    assert not any(n.startswith("events.out.tfevents") for n in names), names

@@ -78,6 +78,25 @@ def test_a_missing_tracker_library_is_exit_2_naming_the_extra_before_ray_starts(
     assert not storage.exists()  # nothing written, and Ray was never needed
 
 
+@pytest.mark.parametrize("loggers, words", [
+    ({"wandb": {"project": "p"}}, "loggers.wandb: cannot start: ValueError: No WandB API key found"),
+    ({"mlflow": {"tracking_uri": "file:///nonexistent/mlruns"}},
+     "loggers.mlflow: cannot start: MlflowException: The filesystem tracking backend"),
+])
+def test_a_tracker_that_cannot_start_is_exit_2_before_ray_starts(loggers, words, monkeypatch, tmp_path, capsys):
+    for variable in ("WANDB_API_KEY", "WANDB_MODE", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no `wandb login` credentials (~/.netrc)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({**BASE, "loggers": loggers}))
+    storage = tmp_path / "store"
+    assert main(["launch", str(spec), "--storage", str(storage)]) == EXIT_USAGE
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"error: {spec}: {words}"), err
+    assert not storage.exists()
+
+
 def test_every_tracker_is_an_extra_of_pyproject_and_of_dev():
     import tomllib
 

@@ -346,5 +346,5 @@ def _logs(args) -> int:
         if text:
             print(text, end="" if text.endswith("\n") else "\n")
         else:
-            print("(no output kept: it printed nothing, ran packed, or ran before trial logs were kept)")
+            print("(no output kept: it printed nothing, or ran before trial logs were kept)")
     return EXIT_OK

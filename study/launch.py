@@ -186,7 +186,7 @@ def _trainable(spec: StudySpec, store: StudyStore, skip=None):
     from trainables.ray_entry import ray_trainable
 
     if spec.pack > 1:
-        return tune.with_resources(_packed_trainable(spec, skip), trial_resources(spec))
+        return tune.with_resources(_packed_trainable(spec, skip, TrialLogs(store)), trial_resources(spec))
     return tune.with_resources(ray_trainable(spec.trainable, skip, output=TrialLogs(store)), trial_resources(spec))
 
 
@@ -573,10 +573,10 @@ def _packed_param_space(spec: StudySpec) -> dict:
     return pack_param_space(spec)
 
 
-def _packed_trainable(spec: StudySpec, skip=None):
+def _packed_trainable(spec: StudySpec, skip=None, output=None):
     from trainables.packing import packed_ray_trainable
 
-    return packed_ray_trainable(spec.trainable, skip)
+    return packed_ray_trainable(spec.trainable, skip, output=output)
 
 
 def _packed_callbacks(callbacks: list) -> list:

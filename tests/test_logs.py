@@ -15,7 +15,7 @@ from study.spec import parse_spec
 from study.store import TrialLogs
 from trainables.probe import run as run_probe
 from trainables.registry import TRAINABLES, register
-from trainables.session import BareSession, captured_output
+from trainables.session import BareSession, SharedLog, captured_output
 
 # The probe, printing a line to stdout and one to stderr first. Ray workers import this module
 # as tests.test_logs (the driver's working folder, the repository root, is on their path).
@@ -61,6 +61,14 @@ def test_a_restarted_trial_continues_its_log_and_a_silent_one_writes_nothing():
     with captured_output(sink, "t2"):
         pass
     assert "t2" not in sink.logs
+
+
+def test_a_packed_trials_output_is_each_members_log():
+    sink = MemorySink({"a_00003": "before\n"})
+    with captured_output(SharedLog(sink, ["a_00003", "a_00007"]), "a_00001"):
+        print("both")
+    assert sink.logs == {"a_00003": "before\n--- the trial started again ---\nboth\n",
+                         "a_00007": "before\n--- the trial started again ---\nboth\n"}
 
 
 def test_a_log_that_cannot_be_written_does_not_fail_the_trial(capsys):

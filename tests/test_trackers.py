@@ -240,3 +240,25 @@ def test_wandb_offline_runs_hold_the_config_and_loss_history(tracked):
         config, history = runs[trial["trial_id"]]
         assert {k: config[k] for k in ("lr", "steps")} == {"lr": trial["config/lr"], "steps": 3}
         assert_same_history(history, _losses(metrics, trial["trial_id"]))
+
+
+def test_only_rays_warning_about_missing_result_files_is_dropped():
+    """With the automatic loggers off, the ResultGrid that Tuner.fit returns warns that every trial
+    lacks result.json and progress.csv; the driver drops that warning (and no other)."""
+    import importlib
+    import logging
+
+    from study import launch as launch_module
+
+    ray_logger = importlib.import_module("ray.tune.analysis.experiment_analysis").logger
+    assert ray_logger.name == launch_module._RESULT_GRID_LOGGER  # fails loudly when Ray moves it
+    drop = launch_module._NoMetricFilesWarning()
+
+    def record(message):
+        return logging.LogRecord(ray_logger.name, logging.WARNING, __file__, 1, message, None, None)
+
+    missing = ("- probe_1: FileNotFoundError('Could not fetch metrics for probe_1: both result.json and "
+               "progress.csv were not found at /x')")
+    assert not drop.filter(record(f"Failed to fetch metrics for 1 trial(s):\n{missing}"))
+    assert drop.filter(record("Failed to fetch metrics for 1 trial(s):\n- probe_1: PermissionError('denied')"))
+    assert drop.filter(record("something else"))

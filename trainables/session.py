@@ -122,6 +122,21 @@ class OutputSink(Protocol):
     def write(self, trial_id: str, text: str) -> None: ...
 
 
+class SharedLog:
+    """One output for several trials (the members of a packed trial, which train in one loop):
+    written to each member's log, read back from the first's."""
+
+    def __init__(self, sink: OutputSink, trial_ids: list[str]):
+        self.sink, self.trial_ids = sink, list(trial_ids)
+
+    def read(self, trial_id: str) -> str:
+        return self.sink.read(self.trial_ids[0])
+
+    def write(self, trial_id: str, text: str) -> None:
+        for member in self.trial_ids:
+            self.sink.write(member, text)
+
+
 class _Tee(io.TextIOBase):
     """A text stream that writes to ``stream`` and appends to the shared ``parts``."""
 

@@ -20,6 +20,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from study.errors import short_repr
+
 # Ray Tune 2.60 has no public argument for its automatic loggers, only this variable, read by
 # Tuner.fit on the driver (ray.tune.utils.callback._create_default_callbacks).
 AUTO_LOGGERS_ENV = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
@@ -36,26 +38,26 @@ class Tracker:
 
 
 def _text(value: Any) -> str | None:
-    return None if isinstance(value, str) and value else f"expected a non-empty string, got {value!r}"
+    return None if isinstance(value, str) and value else f"expected a non-empty string, got {short_repr(value)}"
 
 
 def _flag(value: Any) -> str | None:
-    return None if isinstance(value, bool) else f"expected true or false, got {value!r}"
+    return None if isinstance(value, bool) else f"expected true or false, got {short_repr(value)}"
 
 
 def _texts(value: Any) -> str | None:
     ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-    return None if ok else f"expected a list of strings, got {value!r}"
+    return None if ok else f"expected a list of strings, got {short_repr(value)}"
 
 
 def _string_map(value: Any) -> str | None:
     ok = isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-    return None if ok else f"expected a mapping of strings to strings, got {value!r}"
+    return None if ok else f"expected a mapping of strings to strings, got {short_repr(value)}"
 
 
 def _wandb_mode(value: Any) -> str | None:
     return None if value in ("online", "offline", "disabled") else \
-        f"expected online, offline or disabled, got {value!r}"
+        f"expected online, offline or disabled, got {short_repr(value)}"
 
 
 TRACKERS = {
@@ -71,6 +73,11 @@ TRACKERS = {
 }
 
 
+def _label(key: Any) -> str:
+    """A key of the user's ``loggers`` as a path element of an error message, bounded."""
+    return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
+
+
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here (found, not imported: importing mlflow takes seconds)."""
     return not module or importlib.util.find_spec(module) is not None
@@ -83,26 +90,26 @@ def parse_loggers(value: Any, fail) -> dict[str, dict[str, Any]]:
         return {}
     if isinstance(value, list):
         if not all(isinstance(name, str) for name in value):
-            raise fail("loggers", f"expected tracker names, got {value!r}")
+            raise fail("loggers", f"expected tracker names, got {short_repr(value)}")
         if len(set(value)) != len(value):
-            raise fail("loggers", f"a tracker named twice in {value!r}")
+            raise fail("loggers", f"a tracker named twice in {short_repr(value)}")
         value = {name: {} for name in value}
     if not isinstance(value, dict):
         raise fail("loggers", f"expected a list of trackers ({', '.join(TRACKERS)}) or a mapping of tracker "
-                              f"to options, got {value!r}")
+                              f"to options, got {short_repr(value)}")
     loggers = {}
     for name, options in value.items():
-        tracker = TRACKERS.get(name)
+        tracker = TRACKERS.get(name) if isinstance(name, str) else None
         if tracker is None:
-            raise fail(f"loggers.{name}", f"unknown tracker; choose from {', '.join(TRACKERS)}")
+            raise fail(f"loggers.{_label(name)}", f"unknown tracker; choose from {', '.join(TRACKERS)}")
         options = {} if options is None else options
         if not isinstance(options, dict):
-            raise fail(f"loggers.{name}", f"expected a mapping of options, got {options!r}")
+            raise fail(f"loggers.{name}", f"expected a mapping of options, got {short_repr(options)}")
         for option, option_value in options.items():
-            check = tracker.options.get(option)
+            check = tracker.options.get(option) if isinstance(option, str) else None
             if check is None:
                 known = ", ".join(tracker.options) or "none"
-                raise fail(f"loggers.{name}.{option}", f"unknown option; {name} takes: {known}")
+                raise fail(f"loggers.{name}.{_label(option)}", f"unknown option; {name} takes: {known}")
             problem = check(option_value)
             if problem:
                 raise fail(f"loggers.{name}.{option}", problem)

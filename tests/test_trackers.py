@@ -61,6 +61,27 @@ def test_bad_loggers_are_one_line_naming_the_key(loggers, words):
     assert "\n" not in str(error.value)
 
 
+def test_any_loggers_value_is_accepted_or_one_bounded_spec_error():
+    from hypothesis import given, settings, strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=50),
+                        st.sampled_from(["csv", "tensorboard", "mlflow", "wandb", "mode", "offline", "project"]))
+    values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                          st.dictionaries(scalars, inner, max_size=3)), max_leaves=12)
+
+    @settings(max_examples=300, deadline=None)
+    @given(values)
+    def check(loggers):
+        try:
+            spec = parse_spec({**BASE, "loggers": loggers}, "s.yaml")
+        except SpecError as error:
+            assert "\n" not in str(error) and len(str(error)) < 400, str(error)
+        else:
+            assert set(spec.loggers) <= set(trackers.TRACKERS)
+
+    check()
+
+
 @pytest.mark.parametrize("name, module, extra", [
     ("mlflow", "mlflow", "mlflow"), ("wandb", "wandb", "wandb"), ("tensorboard", "tensorboardX", "tensorboard")])
 def test_a_missing_tracker_library_is_exit_2_naming_the_extra_before_ray_starts(

@@ -93,6 +93,13 @@ def _parser() -> argparse.ArgumentParser:
                                      "(running, finished, diverged, failed, stopped).")
     p.add_argument("name", help="study name")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help=STORAGE_HELP)
+
+    p = verbs.add_parser("logs", help="what a study's trials printed (stdout and stderr)",
+                         description="Print what each trial of a stored study printed to stdout and stderr "
+                                     "(kept in the store as logs/<trial_id>.txt), or only TRIAL's.")
+    p.add_argument("name", help="study name")
+    p.add_argument("trial", nargs="?", help="a trial id (see `status`); default: every trial")
+    p.add_argument("--storage", default=DEFAULT_STORAGE, help=STORAGE_HELP)
     for sub in verbs.choices.values():
         debug_option(sub, top=False)
     return parser
@@ -101,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run one verb; returns its exit code (argparse exits 2 itself on a bad command line)."""
     args = _parser().parse_args(argv)
-    verb = {"launch": _launch, "resume": _resume, "list": _list, "status": _status}[args.verb]
+    verb = {"launch": _launch, "resume": _resume, "list": _list, "status": _status, "logs": _logs}[args.verb]
     return boundary(lambda: verb(args), where=lambda: _where(args), debug=args.debug)
 
 
@@ -301,5 +308,43 @@ def _status(args) -> int:
                 columns.append(metric)
             with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
                 lines.append(trials[[c for c in columns if c in trials]].to_string(index=False))
+            lines += [f"failed {row.trial_id}: {error_line(row.error)}"
+                      for row in trials.itertuples() if row.status == "failed" and "error" in trials]
     print("\n".join(lines))
+    return EXIT_OK
+
+
+def error_line(error) -> str:
+    """The line of a failed trial's error text that says what went wrong: the last line of
+    its traceback (``RuntimeError: ...``), abbreviated."""
+    lines = [line.strip() for line in str(error or "").splitlines() if line.strip()]
+    return abbreviate(lines[-1], 200) if lines else "(no error text recorded)"
+
+
+def _logs(args) -> int:
+    """What the study's trials printed (``logs/<trial_id>.txt``), each under a header line;
+    a trial id the study does not have is one line and exit 1, before anything is printed."""
+    from study.store import TrialLogs
+
+    check_name(args.name, "name")
+    check_storage(args.storage, write=False)
+    store = open_study(args.storage, args.name)
+    with reading(store.root):
+        trials = store.read_trials()
+        ids = [str(t) for t in trials["trial_id"]] if "trial_id" in trials else []
+        statuses = dict(zip(ids, trials["status"])) if ids else {}
+        if args.trial is not None and args.trial not in ids:
+            known = ", ".join(ids[:5]) + (", ..." if len(ids) > 5 else "") if ids else "none"
+            raise StoreError(f"{store.root}: no trial {short_repr(args.trial, 60)} in study {args.name} "
+                             f"(its trials: {known}; `python -m study status {args.name}` lists them)")
+        logs = TrialLogs(store)
+        chosen = [args.trial] if args.trial is not None else ids
+        texts = {trial_id: logs.read(trial_id) for trial_id in chosen}
+    for trial_id, text in texts.items():
+        if args.trial is None:
+            print(f"==> trial {trial_id} ({statuses.get(trial_id)}) <==")
+        if text:
+            print(text, end="" if text.endswith("\n") else "\n")
+        else:
+            print("(no output kept: it printed nothing, or ran before trial logs were kept)")
     return EXIT_OK

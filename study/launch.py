@@ -179,14 +179,15 @@ def stored_spec(store: StudyStore) -> StudySpec:
     return parse_spec(data or {}, source)
 
 
-def _trainable(spec: StudySpec, skip=None):
+def _trainable(spec: StudySpec, store: StudyStore, skip=None):
     from ray import tune
 
+    from study.store import TrialLogs
     from trainables.ray_entry import ray_trainable
 
     if spec.pack > 1:
-        return tune.with_resources(_packed_trainable(spec, skip), trial_resources(spec))
-    return tune.with_resources(ray_trainable(spec.trainable, skip), trial_resources(spec))
+        return tune.with_resources(_packed_trainable(spec, skip, TrialLogs(store)), trial_resources(spec))
+    return tune.with_resources(ray_trainable(spec.trainable, skip, output=TrialLogs(store)), trial_resources(spec))
 
 
 def _storage_args(store: StudyStore) -> dict:
@@ -199,6 +200,7 @@ def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks, search:
     from ray import tune
 
     search = dict(search or {})
+    _no_auto_loggers()
     max_concurrent = spec.max_concurrent
     if spec.search == "random":
         max_concurrent = None  # BasicVariantGenerator limits itself (Tune wraps only Searchers)
@@ -220,14 +222,58 @@ def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks, search:
 
 def _callbacks(spec: StudySpec, writer: StoreWriter, skip, progress: bool, stream, counts=None, best=None):
     from study.callbacks import ProgressCallback, StoreCallback
+    from study.trackers import tracker_callbacks
 
     callbacks = [StoreCallback(writer, skip=skip)]
     if progress:
         callbacks.append(ProgressCallback(spec.num_trials, spec.metric, spec.mode, stream=stream or sys.stdout,
                                           counts=counts, best=best, skip=skip))
     if spec.pack > 1:
-        return _packed_callbacks(callbacks)
-    return callbacks
+        callbacks = _packed_callbacks(callbacks)
+    # The spec's trackers see Ray's trials as they are (a packed trial is one run of its pack).
+    return callbacks + tracker_callbacks(spec.loggers, spec.name)
+
+
+def check_trackers(spec: StudySpec) -> None:
+    """Set up each of the spec's trackers once, before Ray starts and before anything is written:
+    a tracker that cannot start (W&B online without an API key, an MLflow store it refuses) is a
+    one-line ``LaunchError`` naming it, not a traceback from inside ``Tuner.fit``."""
+    from study.errors import abbreviate
+    from study.trackers import tracker_callbacks
+
+    for name, callback in zip(spec.loggers, tracker_callbacks(spec.loggers, spec.name)):
+        try:
+            callback.setup()
+        except Exception as exc:  # the tracker's own library: whatever it raises stops this launch
+            raise LaunchError(f"{spec.source}: loggers.{name}: cannot start: "
+                              f"{abbreviate(f'{type(exc).__name__}: {exc}', 300)}") from None
+
+
+def _no_auto_loggers() -> None:
+    """Ray Tune's automatic CSV/JSON/TensorBoard copies of every result off (the store holds them;
+    the spec's ``loggers`` ask for trackers): Ray 2.60 reads only an environment variable, in
+    ``Tuner.fit`` on the driver. A value the user set is kept."""
+    from study.trackers import AUTO_LOGGERS_ENV
+
+    os.environ.setdefault(AUTO_LOGGERS_ENV, "1")
+    analysis_logger = logging.getLogger(_RESULT_GRID_LOGGER)
+    if not any(isinstance(f, _NoMetricFilesWarning) for f in analysis_logger.filters):
+        analysis_logger.addFilter(_NoMetricFilesWarning())
+
+
+# The ResultGrid that Tuner.fit returns reads each trial's result.json or progress.csv (what
+# the automatic loggers write) and, without them, warns for every trial; the store has the metrics.
+_RESULT_GRID_LOGGER = "ray.tune.analysis.experiment_analysis"
+
+
+class _NoMetricFilesWarning(logging.Filter):
+    """Drops Ray's warning that trials have no result.json/progress.csv, and only that one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        lines = record.getMessage().splitlines()
+        expected = (lines and lines[0].startswith("Failed to fetch metrics")
+                    and all("result.json and progress.csv were not found" in line for line in lines[1:]))
+        return not expected
 
 
 def _study_info(spec: StudySpec, info: dict) -> dict:
@@ -248,6 +294,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
     if overwrite and resume:
         raise LaunchError("--overwrite and --resume exclude each other: replace the study, or continue it")
     spec.check_inputs()
+    check_trackers(spec)
     store = StudyStore(storage, spec.name)
     _refuse_if_running(store)
     if store.exists():
@@ -280,7 +327,7 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
             store.write_text("study.json", json.dumps(_study_info(spec, info), indent=2))
             writer = StoreWriter(store, info, metric_types=study_metric_types(spec), lock=lock)
             search, search_callbacks = _search(spec, store)
-            tuner = _new_tuner(spec, store, _trainable(spec),
+            tuner = _new_tuner(spec, store, _trainable(spec, store),
                                _callbacks(spec, writer, None, progress, stream) + search_callbacks, search)
             try:
                 result_grid = tuner.fit()
@@ -361,6 +408,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
     # since a driver that ran the study meanwhile may have changed it.
     StoreWriter(store, info).load_existing()
     store.check_files()
+    check_trackers(spec)
 
     ensure_ray(address)
     lock = DriverLock(store, command="resume", on_lost=_stop_this_driver)
@@ -377,7 +425,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
             store.write_text("study.json", json.dumps(study, indent=2))
             search, search_callbacks = _search(spec, store, writer=writer, retry_failed=retry_failed)
             callbacks = _callbacks(spec, writer, skip, progress, stream, counts=counts, best=best) + search_callbacks
-            trainable = _trainable(spec, skip)
+            trainable = _trainable(spec, store, skip)
             storage_fs = _storage_args(store)["storage_filesystem"]
             if tune.Tuner.can_restore(store.tune_path, storage_filesystem=storage_fs):
                 tuner = tune.Tuner.restore(store.tune_path, trainable=trainable, resume_unfinished=True,
@@ -385,6 +433,7 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
                                            storage_filesystem=storage_fs)
                 _replace_callbacks(tuner, callbacks)
                 _replace_search(tuner, search)
+                _no_auto_loggers()
             else:  # the driver died before Tune saved any state: every grid point is matched by config
                 tuner = _new_tuner(spec, store, trainable, callbacks, search)
             try:
@@ -524,10 +573,10 @@ def _packed_param_space(spec: StudySpec) -> dict:
     return pack_param_space(spec)
 
 
-def _packed_trainable(spec: StudySpec, skip=None):
+def _packed_trainable(spec: StudySpec, skip=None, output=None):
     from trainables.packing import packed_ray_trainable
 
-    return packed_ray_trainable(spec.trainable, skip)
+    return packed_ray_trainable(spec.trainable, skip, output=output)
 
 
 def _packed_callbacks(callbacks: list) -> list:
@@ -537,4 +586,4 @@ def _packed_callbacks(callbacks: list) -> list:
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",
-           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note", "study_metric_types"]
+           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note", "study_metric_types", "check_trackers"]

@@ -18,6 +18,7 @@
     max_failures: 0               # retries of a trial that died or raised (from its last checkpoint)
     keep_checkpoints: 2           # Ray Tune checkpoints kept per trial (null: all)
     stop: {}                      # optional Ray Tune stop criteria, e.g. {time_total_s: 600}
+    loggers: []                   # experiment trackers: csv, tensorboard, mlflow, wandb (study.trackers)
 
 Every problem is a ``SpecError`` whose one-line message names the file and the key.
 """
@@ -37,6 +38,7 @@ from typing import Any, Mapping
 import yaml
 
 from study.errors import short_repr
+from study.trackers import parse_loggers
 from study.search import SEARCHES, Range, parse_range, parse_sampler, parse_scheduler
 from trainables.registry import ConfigError, check_value, config_fields, get_trainable
 
@@ -112,6 +114,7 @@ class StudySpec:
             trainables of its own with ``trainables.register`` (docs/write-a-trainable.md).
         max_trials: the most trials the spec may make (None: ``DEFAULT_MAX_TRIALS``); the
             count is computed from the axes' lengths before any trial is enumerated.
+        loggers: experiment tracker name -> its options (``study.trackers``; docs/trackers.md).
     """
 
     name: str
@@ -137,6 +140,7 @@ class StudySpec:
     pack: int = 1
     imports: tuple[str, ...] = ()
     max_trials: int | None = None
+    loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest)."""
@@ -208,6 +212,8 @@ class StudySpec:
             data["imports"] = list(self.imports)
         if data.pop("max_trials") is not None:  # a raised cap is kept, so that resume accepts the spec
             data["max_trials"] = self.max_trials
+        if data.pop("loggers"):  # likewise a spec without trackers
+            data["loggers"] = {k: dict(v) for k, v in self.loggers.items()}
         return data
 
 
@@ -334,7 +340,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
-             "num_samples", "search_seed", "sampler", "scheduler", "pack", "imports", "max_trials")
+             "num_samples", "search_seed", "sampler", "scheduler", "pack", "imports", "max_trials", "loggers")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -486,13 +492,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         sampler = parse_sampler(sampler if sampler is not None else "tpe", fail)
     scheduler = parse_scheduler(data.get("scheduler"), info=info, config_class=config_class, config=config,
                                 axes=axes, ranges=ranges, metric=metric, fail=fail)
+    loggers = parse_loggers(data.get("loggers"), fail)
 
     return StudySpec(
         name=name, trainable=info.name, config=config, axes=axes, search=search, metric=metric,
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
-        pack=pack, imports=imports, max_trials=max_trials,
+        pack=pack, imports=imports, max_trials=max_trials, loggers=loggers,
     )
 
 

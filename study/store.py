@@ -9,6 +9,7 @@ Layout under a storage root (a local folder, or a URI that pyarrow or fsspec und
     STORE/<study>/metrics/trial_id=<id>/part-<n>.parquet
                                           one row per report, Hive-partitioned by trial
     STORE/<study>/tune/                   Ray Tune's own experiment folder (for resume)
+    STORE/<study>/logs/<trial_id>.txt     what each trial printed (stdout and stderr, interleaved)
     STORE/<study>/driver.lock             while a driver runs the study: its host, pid, heartbeat
 
 Every file is written whole under a temporary name and renamed into place, so a
@@ -369,6 +370,37 @@ def config_key(config: dict[str, Any]) -> str:
 def stored_config(row: dict[str, Any]) -> dict[str, Any]:
     """The config of a trials-table row (its ``config/<key>`` columns)."""
     return {k[len(CONFIG_PREFIX):]: v for k, v in row.items() if k.startswith(CONFIG_PREFIX)}
+
+
+LOGS_DIR = "logs"
+
+
+class TrialLogs:
+    """What each trial printed: ``logs/<trial_id>.txt`` in the study folder, written by the
+    trial's worker (``trainables.session.captured_output``), so it is picklable and holds the
+    storage root as an absolute path or URI (a worker's working folder is not the driver's)."""
+
+    def __init__(self, store: "StudyStore"):
+        self.storage = store.storage if "://" in store.storage else os.path.abspath(
+            os.path.expanduser(store.storage))
+        self.name = store.name
+
+    def _store(self) -> "StudyStore":
+        return StudyStore(self.storage, self.name)
+
+    def filename(self, trial_id: str) -> str:
+        return f"{LOGS_DIR}/{trial_id}.txt"
+
+    def read(self, trial_id: str) -> str:
+        store = self._store()
+        name = self.filename(trial_id)
+        return store.read_bytes(name).decode(errors="replace") if store.has_file(name) else ""
+
+    def write(self, trial_id: str, text: str) -> None:
+        self._store().write_text(self.filename(trial_id), text)
+
+    def has(self, trial_id: str) -> bool:
+        return self._store().has_file(self.filename(trial_id))
 
 
 class StoreWriter:

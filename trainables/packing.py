@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 from trainables.registry import ConfigError, build_config
-from trainables.session import BareSession, RaySession
+from trainables.session import BareSession, OutputSink, RaySession, SharedLog, captured_output
 
 # The one key of a packed Ray trial's config: its members, in grid order.
 PACK_KEY = "pack"
@@ -233,12 +233,14 @@ def decode_members(result: Mapping[str, Any]) -> dict[int, dict]:
 # ---------------------------------------------------------------- the Ray Tune entry point
 
 
-def packed_ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None) -> Callable[[dict], None]:
+def packed_ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None,
+                         output: OutputSink | None = None) -> Callable[[dict], None]:
     """The Ray Tune function trainable of packed trainable ``name`` (cf. ``trainables.ray_entry``).
 
     ``skip(trial_id, config)``: a resumed study's ended trials; a pack whose members have
     all ended returns at once. Members that ended while others did not train again with
-    the pack (their repeated reports are not stored).
+    the pack (their repeated reports are not stored). ``output``: what the pack prints is
+    kept as each member's log (``trainables.session.SharedLog``).
     """
     info = get_packed(name)
 
@@ -256,7 +258,16 @@ def packed_ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = No
 
         if not members[0][1].get("threads"):
             torch.set_num_threads(_trial_cpus())
-        info.run_function()([member for _, member in members], RayPackSession(len(members)))
+        run = info.run_function()
+        if output is None:
+            run([member for _, member in members], RayPackSession(len(members)))
+            return
+        from ray import tune
+
+        pack_id = tune.get_context().get_trial_id()
+        shared = SharedLog(output, [member_trial_id(pack_id, index) for index, _ in members])
+        with captured_output(shared, pack_id):
+            run([member for _, member in members], RayPackSession(len(members)))
 
     trainable.__name__ = trainable.__qualname__ = f"{name.replace('-', '_')}_packed"
     return trainable

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from trainables.registry import get_trainable
-from trainables.session import RaySession
+from trainables.session import OutputSink, RaySession, captured_output
 
 
 def _trial_cpus() -> int:
@@ -15,12 +15,14 @@ def _trial_cpus() -> int:
     return max(1, int(resources.required_resources.get("CPU", 1)))
 
 
-def ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None) -> Callable[[dict], None]:
+def ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None,
+                  output: OutputSink | None = None) -> Callable[[dict], None]:
     """A Ray Tune function trainable for registered trainable ``name``.
 
     ``skip(trial_id, config)``, when given and true, makes a trial return at once without
     reporting: a resumed study uses it for trials its store already has as ended, which
-    Ray Tune's own (older) experiment state would run again.
+    Ray Tune's own (older) experiment state would run again. ``output``, when given,
+    keeps what each trial prints (``trainables.session.captured_output``).
     """
     info = get_trainable(name)
 
@@ -34,7 +36,13 @@ def ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = None) -> 
 
         if not config.get("threads"):
             torch.set_num_threads(_trial_cpus())  # one torch thread per CPU the trial holds
-        info.run_function()(config, RaySession())
+        if output is None:
+            info.run_function()(config, RaySession())
+            return
+        from ray import tune
+
+        with captured_output(output, tune.get_context().get_trial_id()):
+            info.run_function()(config, RaySession())
 
     trainable.__name__ = trainable.__qualname__ = name.replace("-", "_")
     return trainable

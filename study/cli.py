@@ -180,13 +180,13 @@ def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: floa
         from study.search import describe
 
         print("\n".join(describe(spec)))
+    print("\n".join(cost.format_estimate(estimate)))
     if spec.pack > 1:
         sizes = sorted({len(g) for g in groups})
         print(f"{spec.num_trials} trials, packed (pack: {spec.pack}) into {len(groups)} Ray trials of "
               f"{' or '.join(map(str, sizes))} members")
     else:
         print(f"{spec.num_trials} trials")
-    print("\n".join(cost.format_estimate(estimate)))
     return EXIT_OK
 
 

@@ -56,6 +56,7 @@ GPU_PEAKS: dict[str, dict[str, float]] = {
 DEFAULT_GPU = "H100"
 DEFAULT_MFU = 0.4
 DEFAULT_GPUS = 8  # one 8-GPU node (the paper's GPT runs; cluster.yaml's gpu_8x)
+MAX_COSTED_TRIALS = 10_000  # each trial's config is built and costed: beyond this, no estimate
 
 # Dataset sizes and sample shapes of the vision trainable (trainables/vision/data.py): full
 # split sizes; mnist1d is generated at 4,000 + 4,000 unless train/test_samples say otherwise.
@@ -207,8 +208,9 @@ def forward_flops(model, sample_shape: Sequence[int]) -> int:
     was_training = model.training
     model.eval()  # batch statistics of one sample would be degenerate; the FLOPs are the same
     counter = FlopCounterMode(display=False)
+    device = next(iter(model.parameters()), torch.empty(0)).device  # meta: shapes only, no memory
     with torch.no_grad(), counter:
-        model(torch.zeros(1, *sample_shape))
+        model(torch.zeros(1, *sample_shape, device=device))
     model.train(was_training)
     return counter.get_total_flops()
 
@@ -227,7 +229,8 @@ def vision_forward_flops(model: str, width: int, dataset: str) -> tuple[int, boo
     empty = torch.empty(0, *shape)  # build_model reads only the shapes and the class count
     data = VisionData(empty, torch.empty(0, dtype=torch.long), empty, torch.empty(0, dtype=torch.long), classes,
                       dataset)
-    net = build_model(VisionConfig(model=model, width=width, dataset=dataset), data)
+    with torch.device("meta"):  # no weights allocated: a dry run of any width costs no memory
+        net = build_model(VisionConfig(model=model, width=width, dataset=dataset), data)
     has_norm = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in net.modules())
     return forward_flops(net, shape), has_norm
 
@@ -369,6 +372,10 @@ def estimate(spec: StudySpec, *, gpu: str = DEFAULT_GPU, mfu: float = DEFAULT_MF
     cost_model = COST_MODELS.get(spec.trainable)
     if cost_model is None:
         return CostEstimate(**base, trials=(), notes=(f"no FLOP model for trainable {spec.trainable}",))
+    if spec.num_trials > MAX_COSTED_TRIALS:  # trials are costed one by one: a huge grid is not enumerated
+        return CostEstimate(**base, trials=(), notes=(
+            f"not estimated: {spec.num_trials:,} trials, more than the {MAX_COSTED_TRIALS:,} costed one by one; "
+            f"dry-run a slice of the grid (e.g. --set axes.seed=[0]) and scale",))
     peaks = GPU_PEAKS[gpu]
     trials, seen = [], {}
     for point, configs in _trial_points(spec):

@@ -175,9 +175,21 @@ def test_dry_run_prints_the_estimate_and_refuses_bad_options_before_anything(cap
     assert main(["launch", "chinchilla", "--dry-run", "--gpu", "a100", "--gpus", "4", "--mfu", "0.5"]) == 0
     out = capsys.readouterr().out
     expected = format_estimate(estimate(load_spec("chinchilla"), gpu="A100", gpus=4, mfu=0.5))
-    assert out.rstrip("\n").endswith("\n".join(expected)) and expected[0].startswith("cost estimate on A100")
+    assert "\n".join(expected) in out and expected[0].startswith("cost estimate on A100")
+    assert out.splitlines()[-1] == "8 trials"
     assert main(["launch", "chinchilla", "--dry-run", "--gpu", "V100"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.startswith("error: ") and captured.err.count("\n") == 1
     assert main(["launch", "quickstart", "--gpus", "2"]) == 2  # estimate options without --dry-run
     assert "add --dry-run" in capsys.readouterr().err
+
+
+def test_a_grid_beyond_the_costed_limit_is_not_enumerated(monkeypatch):
+    from study import cost
+    from study.spec import load_spec
+
+    spec = load_spec("ushape-tiny", [f"axes.seed={list(range(1000))}"])
+    assert spec.num_trials > cost.MAX_COSTED_TRIALS
+    monkeypatch.setattr(type(spec), "grid", lambda self: (_ for _ in ()).throw(AssertionError("enumerated")))
+    est = cost.estimate(spec)
+    assert est.trials == () and "not estimated" in " ".join(cost.format_estimate(est))

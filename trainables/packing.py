@@ -223,48 +223,28 @@ class RayPackSession(PackSession):
 
 
 class OneMemberSession:
-    """An unpacked trial's ``Session`` as the ``PackSession`` of a pack of one, for a loop that trains
-    K members (``trainables.lm.train.train``): member 0's report and status go to ``session`` as
-    they are, and checkpoints keep the unpacked layout (its one ``train_sampler`` and
-    ``detector``, no ``active``), so that states saved by earlier versions still resume."""
+    """An unpacked trial's ``Session`` as the ``PackSession`` of a pack of one, for a trainable whose
+    one loop trains K members: member 0's report and status go to ``session`` as they are.
 
-    def __init__(self, session, *, seed: int):
-        self.session, self.seed = session, seed
+    ``to_unpacked(state)`` / ``from_unpacked(state)``: the loop's checkpoint state (per-member
+    lists) in the unpacked trial's own layout and back, so that unpacked checkpoints keep the
+    layout they had before the loop was shared (and saved ones still resume)."""
+
+    def __init__(self, session, *, to_unpacked: Callable[[dict], dict], from_unpacked: Callable[[dict], dict]):
+        self.session, self.to_unpacked, self.from_unpacked = session, to_unpacked, from_unpacked
 
     def report(self, metrics: Mapping[int, dict], *, statuses: Mapping[int, str] | None = None,
                state: Callable[[], dict] | None = None) -> None:
         (values,) = metrics.values()
         self.session.report(values, status=(statuses or {}).get(0),
-                            state=(lambda: self._unpacked(state())) if state else None)
+                            state=(lambda: self.to_unpacked(state())) if state else None)
 
     def restored_state(self) -> dict | None:
         state = self.session.restored_state()
-        return None if state is None else self._packed(state)
+        return None if state is None else self.from_unpacked(state)
 
     def should_checkpoint(self, report_index: int, every: int) -> bool:
         return self.session.should_checkpoint(report_index, every)
-
-    def _unpacked(self, state: dict) -> dict:
-        unpacked = {}
-        for key, value in state.items():
-            if key == "samplers":
-                unpacked["train_sampler"] = value[self.seed]
-            elif key == "detectors":
-                (unpacked["detector"],) = value
-            elif key != "active":
-                unpacked[key] = value
-        return unpacked
-
-    def _packed(self, state: dict) -> dict:
-        packed = {}
-        for key, value in state.items():
-            if key == "train_sampler":
-                packed["samplers"] = {self.seed: value}
-            elif key == "detector":
-                packed.update(detectors=[value], active=[True])
-            else:
-                packed[key] = value
-        return packed
 
 
 def decode_members(result: Mapping[str, Any]) -> dict[int, dict]:

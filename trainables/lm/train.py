@@ -203,7 +203,30 @@ class ModuleEngine:
 def run(config: dict, session: Session) -> None:
     """The unpacked trial: one member through ``ModuleEngine``."""
     cfg = build_config(LMConfig, config)
-    train([cfg], OneMemberSession(session, seed=cfg.seed), ModuleEngine)
+
+    def unpacked(state: dict) -> dict:  # the loop's state, in the unpacked layout (one sampler, one detector)
+        out = {}
+        for key, value in state.items():
+            if key == "samplers":
+                out["train_sampler"] = value[cfg.seed]
+            elif key == "detectors":
+                (out["detector"],) = value
+            elif key != "active":
+                out[key] = value
+        return out
+
+    def packed(state: dict) -> dict:
+        out = {}
+        for key, value in state.items():
+            if key == "train_sampler":
+                out["samplers"] = {cfg.seed: value}
+            elif key == "detector":
+                out.update(detectors=[value], active=[True])
+            else:
+                out[key] = value
+        return out
+
+    train([cfg], OneMemberSession(session, to_unpacked=unpacked, from_unpacked=packed), ModuleEngine)
 
 
 def _warn_if_decay_rounds_away(cfgs: list[LMConfig], engine, dtype: torch.dtype) -> None:

@@ -204,29 +204,10 @@ def run(config: dict, session: Session) -> None:
     """The unpacked trial: one member through ``ModuleEngine``."""
     cfg = build_config(LMConfig, config)
 
-    def unpacked(state: dict) -> dict:  # the loop's state, in the unpacked layout (one sampler, one detector)
-        out = {}
-        for key, value in state.items():
-            if key == "samplers":
-                out["train_sampler"] = value[cfg.seed]
-            elif key == "detectors":
-                (out["detector"],) = value
-            elif key != "active":
-                out[key] = value
-        return out
-
-    def packed(state: dict) -> dict:
-        out = {}
-        for key, value in state.items():
-            if key == "train_sampler":
-                out["samplers"] = {cfg.seed: value}
-            elif key == "detector":
-                out.update(detectors=[value], active=[True])
-            else:
-                out[key] = value
-        return out
-
-    train([cfg], OneMemberSession(session, to_unpacked=unpacked, from_unpacked=packed), ModuleEngine)
+    # checkpoints in the unpacked layout: one sampler, one detector
+    layout = {"samplers": ("train_sampler", lambda samplers: samplers[cfg.seed], lambda one: {cfg.seed: one}),
+              "detectors": ("detector", lambda detectors: detectors[0], lambda one: [one])}
+    train([cfg], OneMemberSession(session, layout=layout), ModuleEngine)
 
 
 def _warn_if_decay_rounds_away(cfgs: list[LMConfig], engine, dtype: torch.dtype) -> None:

@@ -393,8 +393,9 @@ class ModuleEngine(EngineState):
 
     def norms(self) -> list[list[float]]:
         layer_norms = [global_norm(ps) for ps in self.layers.values()]
-        norms = torch.stack([global_norm(self.all_params), global_norm(self.si_params), *layer_norms])
-        return norms.view(-1, 1).tolist()
+        # a model without scale-invariant parameters (VGG): a zero on the model's device, for the stack
+        si_norm = global_norm(self.si_params) if self.si_params else torch.zeros((), device=self.device)
+        return torch.stack([global_norm(self.all_params), si_norm, *layer_norms]).view(-1, 1).tolist()
 
     def hessian(self, batches: DeviceBatches, generators: list[torch.Generator],
                 active: list[bool]) -> tuple[list[float], list[int]]:

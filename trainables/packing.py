@@ -18,7 +18,8 @@ This module is torch- and Ray-free (the spec validation and the driver import it
 - the sessions a packed trainable reports through: one report per report point holding
   each reporting member's metrics and, when it ended, its status (``BarePackSession``
   in plain Python, ``RayPackSession`` in a Ray trial, whose result carries the members'
-  reports as JSON under ``pack_members``).
+  reports as JSON under ``pack_members``); ``OneMemberSession``: an unpacked trial's session as
+  the session of a pack of one, for the trainables' one training loop (``trainables.lm.train``).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ This module is torch- and Ray-free (the spec validation and the driver import it
 - the sessions a packed trainable reports through: one report per report point holding
   each reporting member's metrics and, when it ended, its status (``BarePackSession``
   in plain Python, ``RayPackSession`` in a Ray trial, whose result carries the members'
-  reports as JSON under ``pack_members``).
+  reports as JSON under ``pack_members``); ``OneMemberSession``: an unpacked trial's session as
+  the session of a pack of one, for the trainables' one training loop (``trainables.lm.train``).
 """
 
 from __future__ import annotations
@@ -220,6 +221,50 @@ class RayPackSession(PackSession):
 
     def _restored(self):
         return self._ray.restored_state()
+
+
+class OneMemberSession:
+    """An unpacked trial's ``Session`` as the ``PackSession`` of a pack of one, for a trainable whose
+    one loop trains K members: member 0's report and status go to ``session`` as they are.
+
+    Checkpoints keep the unpacked trial's own layout (the one it had before the loop was shared,
+    so that saved states still resume). ``layout``: ``{key in the loop's state: (key in the
+    unpacked state, one(value) → the member's value, many(value) → the loop's value)}``; the
+    loop's ``active`` is left out (a run of one checkpoints only while its member is active)."""
+
+    def __init__(self, session, *, layout: Mapping[str, tuple[str, Callable[[Any], Any], Callable[[Any], Any]]]):
+        self.session, self.layout = session, dict(layout)
+
+    def report(self, metrics: Mapping[int, dict], *, statuses: Mapping[int, str] | None = None,
+               state: Callable[[], dict] | None = None) -> None:
+        (values,) = metrics.values()
+        self.session.report(values, status=(statuses or {}).get(0),
+                            state=(lambda: self._unpacked(state())) if state else None)
+
+    def restored_state(self) -> dict | None:
+        state = self.session.restored_state()
+        return None if state is None else self._packed(state)
+
+    def should_checkpoint(self, report_index: int, every: int) -> bool:
+        return self.session.should_checkpoint(report_index, every)
+
+    def _unpacked(self, state: dict) -> dict:
+        out = {}
+        for key, value in state.items():
+            if key in self.layout:
+                name, one, _ = self.layout[key]
+                out[name] = one(value)
+            elif key != "active":
+                out[key] = value
+        return out
+
+    def _packed(self, state: dict) -> dict:
+        back = {name: (key, many) for key, (name, _, many) in self.layout.items()}
+        out = {"active": [True]}
+        for name, value in state.items():
+            key, many = back.get(name, (name, None))
+            out[key] = many(value) if many is not None else value
+        return out
 
 
 def decode_members(result: Mapping[str, Any]) -> dict[int, dict]:

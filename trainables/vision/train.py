@@ -1,6 +1,13 @@
-"""Train an image classifier with SGD and report once per epoch (the paper's regime 1).
+"""Train image classifiers with SGD and report once per epoch (the paper's regime 1): the one loop.
 
-Reads top to bottom: config → data → model → optimiser → loop. Per step the loop
+``train(cfgs, session, engine)`` trains K members (configs that differ only in packable
+hyperparameters) through an *engine* that owns the models, optimiser, EMA and projection:
+``ModuleEngine`` here is K = 1, a plain module with torch's own SGD (an unpacked trial,
+``run``); ``trainables.vision.packed.StackedEngine`` stacks K members into one batched
+model. Data, schedules, evaluation cadence, metrics, divergence, checkpoints and reports
+are the loop's, written once; per-member values are [K] tensors or lists.
+
+Reads top to bottom: config → data → engine → loop. Per step the loop
 stays on the device (loss sums, error counts and the first non-finite step are
 device tensors); it synchronises with the host once per epoch to check for
 divergence, and every ``eval_every`` epochs (and at the last, and where a Tr(H) or a
@@ -42,6 +49,7 @@ from trainables.divergence import DivergenceDetector
 from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
 from trainables.models.resnet import BLOCKS, PreActResNet, ResNetConfig
 from trainables.models.vgg import PLANS, VGG, VGGConfig
+from trainables.packing import OneMemberSession, PackSession
 from trainables.precision import Precision, precision, resolve_device
 from trainables.registry import ConfigError, build_config
 from trainables.schedules import lr_at
@@ -137,6 +145,12 @@ class ParameterEMA:
     def update(self) -> None:
         torch._foreach_lerp_(self.ema_params, self.params, 1.0 - self.decay)
 
+    def state_dict(self) -> dict:
+        return self.model.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
     def recompute_norm_stats(self, batches: DeviceBatches) -> None:
         if self.has_norm_stats:  # BN statistics of the averaged weights, one pass over the training data
             torch.optim.swa_utils.update_bn(batches.epoch(), self.model)
@@ -148,7 +162,7 @@ class ParameterEMA:
 
 @dataclass
 class EpochStats:
-    """Device-side sums of one epoch of training (read once, at the end)."""
+    """Device-side sums of one epoch of training, a [K] tensor each (read once, at the end)."""
 
     loss_sum: torch.Tensor
     correct: torch.Tensor
@@ -157,40 +171,22 @@ class EpochStats:
     steps: int = 0
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, scaler, batches: DeviceBatches,
-                prec: Precision, lr_of_step, first_step: int, *, ema: ParameterEMA | None = None,
-                after_step=None, last_finite_loss: float = math.nan) -> EpochStats:
-    device = batches.device
-    stats = EpochStats(torch.zeros((), device=device), torch.zeros((), dtype=torch.long, device=device),
-                       torch.full((), -1, dtype=torch.long, device=device),
-                       torch.full((), last_finite_loss, device=device))
-    model.train()
+def train_epoch(engine, batches: "MemberBatches", lrs_of_step, first_step: int,
+                last_finite_loss: torch.Tensor) -> EpochStats:
+    """One epoch of the engine's members, each on its own batches and LR schedule
+    (``lrs_of_step(step)``: each member's LR)."""
+    size, device = engine.size, last_finite_loss.device
+    stats = EpochStats(torch.zeros(size, device=device), torch.zeros(size, dtype=torch.long, device=device),
+                       torch.full((size,), -1, dtype=torch.long, device=device), last_finite_loss.clone())
+    engine.train()
     for i, (x, y) in enumerate(batches.epoch()):
-        lr = lr_of_step(first_step + i)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with prec.autocast():
-            logits = model(x)
-            loss = F.cross_entropy(logits, y)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if after_step is not None:
-            after_step()
-        if ema is not None:
-            ema.update()
-        loss = loss.detach().float()
+        loss, correct = engine.train_step(x, y, lrs_of_step(first_step + i), shared=batches.shared)
         finite = torch.isfinite(loss)
         stats.loss_sum += loss
-        stats.correct += (logits.detach().argmax(1) == y).sum()
-        stats.first_bad_step.copy_(torch.where(~finite & (stats.first_bad_step < 0), first_step + i + 1,
-                                               stats.first_bad_step))
-        stats.last_finite_loss.copy_(torch.where(finite, loss, stats.last_finite_loss))
+        stats.correct += correct
+        stats.first_bad_step = torch.where(~finite & (stats.first_bad_step < 0), first_step + i + 1,
+                                           stats.first_bad_step)
+        stats.last_finite_loss = torch.where(finite, loss, stats.last_finite_loss)
         stats.steps += 1
     return stats
 
@@ -241,170 +237,355 @@ def derived_generator(device: torch.device, *parts: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
+# ---------------------------------------------------------------- the members' data
+
+
+class MemberBatches:
+    """One ``DeviceBatches`` per distinct seed of the members, walked in step: each member gets
+    exactly the batches its own run would (its seed's permutation and augmentation)."""
+
+    def __init__(self, batches_by_seed: dict[int, DeviceBatches], member_seeds: list[int]):
+        self.by_seed, self.seeds = batches_by_seed, member_seeds
+        self.shared = len(batches_by_seed) == 1
+
+    def __len__(self) -> int:
+        return len(next(iter(self.by_seed.values())))
+
+    def epoch(self):
+        """Yields ``(x, y)``: shared tensors, or stacked (K, B, ...) per member."""
+        walks = {seed: batches.epoch() for seed, batches in self.by_seed.items()}
+        while True:
+            try:
+                drawn = {seed: next(walk) for seed, walk in walks.items()}
+            except StopIteration:
+                return
+            if self.shared:
+                yield next(iter(drawn.values()))
+            else:
+                yield (torch.stack([drawn[s][0] for s in self.seeds]), torch.stack([drawn[s][1] for s in self.seeds]))
+
+    def state_dict(self) -> dict:
+        return {seed: batches.state_dict() for seed, batches in self.by_seed.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for seed, batches in self.by_seed.items():
+            batches.load_state_dict(state[seed])
+
+
+def member_batches(train: DeviceBatches, seeds: list[int], generator_of) -> MemberBatches:
+    """Copies of ``train`` (same device tensors), each with ``generator_of(seed)``."""
+    by_seed = {}
+    for seed in dict.fromkeys(seeds):
+        batches = copy.copy(train)
+        batches.generator = generator_of(seed)
+        by_seed[seed] = batches
+    return MemberBatches(by_seed, seeds)
+
+
+# ---------------------------------------------------------------- K = 1: a plain module
+
+
+class EngineState:
+    """An engine's checkpoint: the ``state_dict`` of each of its ``parts`` (None where a run has no
+    such part, e.g. no EMA)."""
+
+    parts: tuple[str, ...] = ()
+
+    def state_dict(self) -> dict:
+        return {name: None if getattr(self, name) is None else getattr(self, name).state_dict() for name in self.parts}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name in self.parts:
+            if getattr(self, name) is not None:
+                getattr(self, name).load_state_dict(state[name])
+
+
+class ModuleEngine(EngineState):
+    """K = 1: one model as a plain module with torch's own SGD, the unpacked trial at its own speed.
+
+    The engine interface the loop (``train``) drives; every per-member value is a list or a [K]
+    tensor: ``build(cfgs, data, device, prec, layout)`` (members from their seeds, projected at init
+    as their runs), ``size``, ``constants``, ``layer_names``, ``has_scale_invariant``;
+    ``train()``, ``train_step(x, y, lrs, shared=)`` → (loss, correct) [K]; ``project()`` (the
+    per-epoch projection); ``set_active(active)`` (masked members stop changing);
+    ``evaluate(batches)`` / ``ema_evaluate(norm_batches, batches)`` → (losses, errors);
+    ``norms()`` → rows all / scale-invariant / each layer, of K values; ``hessian(batches,
+    generators, active)`` → (traces, probes); ``branch()``: a copy for the fine-tune-after-decay
+    protocol; ``state_dict()`` / ``load_state_dict(state)``.
+    """
+
+    size = 1
+    parts = ("model", "optimizer", "scaler", "ema", "projection")
+    channels_last = True  # images on a GPU in channels-last memory: faster convolutions
+
+    @classmethod
+    def build(cls, cfgs: list[VisionConfig], data: VisionData, device: torch.device, prec: Precision,
+              layout: torch.memory_format) -> "ModuleEngine":
+        (cfg,) = cfgs
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, data).to(device, memory_format=layout)
+        projection = make_projection(cfg, model)
+        if projection is not None and (cfg.project_at_init or cfg.projection_every == "init"):
+            projection()
+        return cls(cfg, model, prec, device, lr=cfg.lr, weight_decay=cfg.weight_decay, projection=projection,
+                   ema_decay=cfg.ema_decay)
+
+    def __init__(self, cfg: VisionConfig, model: nn.Module, prec: Precision, device: torch.device, *, lr: float,
+                 weight_decay: float, projection: SphereProjection | None = None, ema_decay: float = 0.0):
+        self.cfg, self.model, self.prec, self.device, self.projection = cfg, model, prec, device, projection
+        groups = weight_decay_groups(model, weight_decay=weight_decay, rule=cfg.decay_params)
+        self.optimizer = make_optimizer(groups, lr=lr, momentum=cfg.momentum, mode=cfg.weight_decay_mode)
+        self.scaler = torch.amp.GradScaler(device.type) if prec.scaler else None
+        self.ema = ParameterEMA(model, ema_decay) if ema_decay > 0 else None
+        self.project_each_step = projection is not None and cfg.projection_every == "step"
+        self.all_params = list(model.parameters())
+        self.si_params = [p for group in named_groups(model) for p in group]
+        self.has_scale_invariant = bool(self.si_params)
+        self.layers = layer_params(model)
+        self.layer_names = list(self.layers)
+        decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
+        self.constants = [{"decayed_tensors": len(decayed), "decayed_params": sum(p.numel() for p in decayed)}]
+
+    def branch(self) -> "ModuleEngine":
+        cfg = self.cfg
+        return ModuleEngine(cfg, copy.deepcopy(self.model), self.prec, self.device, lr=cfg.finetune_lr,
+                            weight_decay=cfg.finetune_weight_decay)
+
+    def train(self) -> None:
+        self.model.train()
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float], *, shared: bool):
+        (lr,) = lrs
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self.prec.autocast():
+            logits = self.model(x)
+            loss = F.cross_entropy(logits, y)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.project_each_step:
+            self.projection()
+        if self.ema is not None:
+            self.ema.update()
+        return loss.detach().float().view(1), (logits.detach().argmax(1) == y).sum().view(1)
+
+    def project(self) -> None:
+        if self.projection is not None:
+            self.projection()
+
+    def set_active(self, active: list[bool]) -> None:
+        pass  # a run of one ends with its member
+
+    def evaluate(self, batches: DeviceBatches) -> tuple[list[float], list[float]]:
+        loss, error = evaluate(self.model, batches, self.prec)
+        return [loss], [error]
+
+    def ema_evaluate(self, norm_batches: DeviceBatches, batches: DeviceBatches) -> tuple[list[float], list[float]]:
+        self.ema.recompute_norm_stats(norm_batches)
+        loss, error = evaluate(self.ema.model, batches, self.prec)
+        return [loss], [error]
+
+    def norms(self) -> list[list[float]]:
+        layer_norms = [global_norm(ps) for ps in self.layers.values()]
+        # a model without scale-invariant parameters (VGG): a zero on the model's device, for the stack
+        si_norm = global_norm(self.si_params) if self.si_params else torch.zeros((), device=self.device)
+        return torch.stack([global_norm(self.all_params), si_norm, *layer_norms]).view(-1, 1).tolist()
+
+    def hessian(self, batches: DeviceBatches, generators: list[torch.Generator],
+                active: list[bool]) -> tuple[list[float], list[int]]:
+        trace, probes = hessian_trace(self.model, batches, probes=self.cfg.hessian_probes, tol=self.cfg.hessian_tol,
+                                      generator=generators[0])
+        return [trace], [probes]
+
+
 # ---------------------------------------------------------------- the run
 
 
 def run(config: dict, session: Session) -> None:
+    """The unpacked trial: one member through ``ModuleEngine``."""
     cfg = build_config(VisionConfig, config)  # also the checks across fields (VisionConfig.__post_init__)
+
+    # checkpoints in the unpacked layout: one batch order, one float, one detector (none in older ones)
+    layout = {"train_batches": ("train_batches", lambda batches: batches[cfg.seed], lambda one: {cfg.seed: one}),
+              "last_finite_loss": ("last_finite_loss", lambda losses: float(losses[0]),
+                                   lambda one: torch.tensor([one])),
+              "detectors": ("detector", lambda detectors: detectors[0], lambda one: [] if one is None else [one])}
+    train([cfg], OneMemberSession(session, layout=layout), ModuleEngine)
+
+
+def train(cfgs: list[VisionConfig], session: PackSession, engine_class) -> None:
+    """Train the members ``cfgs`` (they differ only in packable axes) through an engine built by
+    ``engine_class.build``; report each member's metrics through ``session`` (a ``PackSession``).
+    A member that diverges reports ``diverged`` and is masked out; the loop ends when none is left
+    or after the last epoch."""
+    cfg, size = cfgs[0], len(cfgs)  # cfg: the fields every member shares
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     prec = precision(cfg.precision, device)
 
-    # data: on the device once; training batches from the run's seed, evaluation in a fixed order
+    # data: on the device once; each member's training batches from its seed, evaluation in a fixed order
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_samples=cfg.train_samples,
                         test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download,
                         input_norm=cfg.input_norm)
-    images_on_gpu = device.type == "cuda" and data.x_train.dim() == 4
+    images_on_gpu = device.type == "cuda" and data.x_train.dim() == 4 and engine_class.channels_last
     layout = torch.channels_last if images_on_gpu else torch.contiguous_format  # faster convs in fp16 on GPUs
     x_train, y_train = data.x_train.to(device, memory_format=layout), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device, memory_format=layout), data.y_test.to(device)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithms once
-    train = DeviceBatches(x_train, y_train, cfg.batch_size, device=device, shuffle=True, drop_last=True,
-                          augment=cfg.augment, generator=derived_generator(device, cfg.seed))
-    if len(train) == 0:
+    template = DeviceBatches(x_train, y_train, cfg.batch_size, device=device, shuffle=True, drop_last=True,
+                             augment=cfg.augment, generator=derived_generator(device, 0))
+    if len(template) == 0:
         raise ConfigError("batch_size", f"{cfg.batch_size} is larger than the training set ({len(y_train)})")
+    seeds = [c.seed for c in cfgs]
+    train_batches = member_batches(template, seeds, lambda seed: derived_generator(device, seed))
     train_eval = DeviceBatches(x_train, y_train, cfg.eval_batch_size, device=device)
     test_eval = DeviceBatches(x_test, y_test, cfg.eval_batch_size, device=device)
     norm_stats_batches = DeviceBatches(x_train, y_train, cfg.batch_size, device=device)
     subset = balanced_subset(y_train, cfg.hessian_samples, data.num_classes)
     hessian_batches = DeviceBatches(x_train[subset], y_train[subset], cfg.hessian_batch, device=device)
 
-    # model, projection, optimiser, EMA
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, data).to(device, memory_format=layout)
-    projection = make_projection(cfg, model)
-    if projection is not None and (cfg.project_at_init or cfg.projection_every == "init"):
-        projection()
-    groups = weight_decay_groups(model, weight_decay=cfg.weight_decay, rule=cfg.decay_params)
-    optimizer = make_optimizer(groups, lr=cfg.lr, momentum=cfg.momentum, mode=cfg.weight_decay_mode)
-    scaler = torch.amp.GradScaler(device.type) if prec.scaler else None
-    ema = ParameterEMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
-    all_params = list(model.parameters())
-    si_params = [p for group in named_groups(model) for p in group]
-    layers = layer_params(model)
-    decayed = [p for g in groups if g["weight_decay"] > 0 for p in g["params"]]
-    constants = {"decayed_tensors": len(decayed), "decayed_params": sum(p.numel() for p in decayed)}
+    # the members' models, projections, optimiser, EMA: the engine's
+    engine = engine_class.build(cfgs, data, device, prec, layout)
+    steps_per_epoch = len(train_batches)
+    schedules = [functools.partial(
+        lr_at, schedule=c.schedule, lr=c.lr, total_steps=c.epochs * steps_per_epoch,
+        warmup_steps=c.warmup_epochs * steps_per_epoch, min_lr=c.min_lr,
+        decay_step=(c.decay_epoch or max(1, c.epochs // 2)) * steps_per_epoch,
+        decay_lr=c.decay_lr or c.lr * c.decay_factor) for c in cfgs]
+    detectors = [divergence_detector(c, steps_per_epoch) for c in cfgs]
 
-    steps_per_epoch = len(train)
-    decay_epoch = cfg.decay_epoch or max(1, cfg.epochs // 2)
-    lr_of_step = functools.partial(
-        lr_at, schedule=cfg.schedule, lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-        warmup_steps=cfg.warmup_epochs * steps_per_epoch, min_lr=cfg.min_lr,
-        decay_step=decay_epoch * steps_per_epoch, decay_lr=cfg.decay_lr or cfg.lr * cfg.decay_factor)
-    project_each_step = projection if projection is not None and cfg.projection_every == "step" else None
-    detector = divergence_detector(cfg, steps_per_epoch)
-
-    start_epoch, step, last_finite_loss = 0, 0, math.nan
+    start_epoch, step = 0, 0
+    last_finite_loss = torch.full((size,), math.nan, device=device)
+    active = [True] * size
     state = session.restored_state()
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if scaler is not None:
-            scaler.load_state_dict(state["scaler"])
-        if ema is not None:
-            ema.model.load_state_dict(state["ema"])
-        if projection is not None:
-            projection.load_state_dict(state["projection"])
-        train.load_state_dict(state["train_batches"])
+        engine.load_state_dict(state)
+        train_batches.load_state_dict(state["train_batches"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
-        start_epoch, step, last_finite_loss = state["epoch"], state["step"], state["last_finite_loss"]
-        if state.get("detector") is not None:  # checkpoints from before the detector have none
-            detector.load_state_dict(state["detector"])
+        start_epoch, step = state["epoch"], state["step"]
+        last_finite_loss = state["last_finite_loss"].to(device)
+        active = list(state["active"])
+        for detector, saved in zip(detectors, state.get("detectors") or []):  # none in older checkpoints
+            detector.load_state_dict(saved)
+        if not all(active):
+            engine.set_active(active)
 
     def snapshot() -> dict:  # a deep copy: the live tensors keep training after the report
         return copy.deepcopy({
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None,
-            "ema": ema.model.state_dict() if ema is not None else None,
-            "projection": projection.state_dict() if projection is not None else None,
-            "train_batches": train.state_dict(), "torch_rng": torch.get_rng_state(),
+            **engine.state_dict(), "train_batches": train_batches.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
-            "epoch": epoch + 1, "step": step, "last_finite_loss": last_finite_loss,
-            "detector": detector.state_dict(),
+            "epoch": epoch + 1, "step": step, "last_finite_loss": last_finite_loss, "active": list(active),
+            "detectors": [d.state_dict() for d in detectors],
         })
 
-    def finetune(epoch: int) -> dict:
+    def generators(epoch: int, kind: int) -> list[torch.Generator]:
+        return [derived_generator(device, c.seed, epoch, kind) for c in cfgs]
+
+    def finetune(epoch: int) -> list[dict]:
         """The paper's Figs. 2-3: a copy trained at a small constant LR (WD finetune_weight_decay, no
-        projection), then its test error, train loss and Tr(H)."""
-        branch = copy.deepcopy(model)
-        branch_groups = weight_decay_groups(branch, weight_decay=cfg.finetune_weight_decay, rule=cfg.decay_params)
-        branch_opt = make_optimizer(branch_groups, lr=cfg.finetune_lr, momentum=cfg.momentum,
-                                    mode=cfg.weight_decay_mode)
-        branch_scaler = torch.amp.GradScaler(device.type) if prec.scaler else None
-        batches = copy.copy(train)  # the same device tensors, its own batch order
-        batches.generator = derived_generator(device, cfg.seed, epoch, 1)
+        projection), then its test error, train loss and Tr(H); each member's."""
+        branch = engine.branch()
+        batches = member_batches(template, seeds, lambda seed: derived_generator(device, seed, epoch, 1))
         for e in range(cfg.finetune_epochs):
-            stats = train_epoch(branch, branch_opt, branch_scaler, batches, prec, lambda s: cfg.finetune_lr,
-                                e * steps_per_epoch)
+            stats = train_epoch(branch, batches, lambda s: [c.finetune_lr for c in cfgs], e * steps_per_epoch,
+                                last_finite_loss)
         if cfg.train_eval == "full":
-            train_loss, _ = evaluate(branch, train_eval, prec)
+            train_losses, _ = branch.evaluate(train_eval)
         else:
-            train_loss = stats.loss_sum.item() / stats.steps
-        _, test_error = evaluate(branch, test_eval, prec)
-        out = {"finetune_test_error": test_error, "finetune_train_loss": train_loss}
+            train_losses = [v / stats.steps for v in stats.loss_sum.tolist()]
+        _, test_errors = branch.evaluate(test_eval)
+        out = [{"finetune_test_error": e, "finetune_train_loss": t} for e, t in zip(test_errors, train_losses)]
         if cfg.hessian_probes > 0:
-            out["finetune_hessian_trace"], _ = hessian_trace(
-                branch, hessian_batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
-                generator=derived_generator(device, cfg.seed, epoch, 2))
+            traces, _ = branch.hessian(hessian_batches, generators(epoch, 2), active)
+            for o, trace in zip(out, traces):
+                o["finetune_hessian_trace"] = trace
         return out
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        stats = train_epoch(model, optimizer, scaler, train, prec, lr_of_step, step, ema=ema,
-                            after_step=project_each_step, last_finite_loss=last_finite_loss)
+        stats = train_epoch(engine, train_batches, lambda s: [schedule(s) for schedule in schedules], step,
+                            last_finite_loss)
         step += stats.steps
-        if projection is not None and cfg.projection_every == "epoch":
-            projection()
+        if cfg.projection_every == "epoch":
+            engine.project()
         # the epoch's one synchronisation with the device
-        loss_sum, correct, first_bad, last_finite = torch.stack([
+        loss_sums, corrects, first_bads, last_finites = torch.stack([
             stats.loss_sum.double(), stats.correct.double(), stats.first_bad_step.double(),
             stats.last_finite_loss.double()]).tolist()
         train_seconds = time.perf_counter() - started
-        last_finite_loss = last_finite
-        running_loss = loss_sum / stats.steps
-        metrics = {"epoch": epoch + 1, "step": step, "lr": lr_of_step(step - 1),
-                   "samples_per_s": stats.steps * cfg.batch_size / train_seconds, **constants}
+        last_finite_loss = stats.last_finite_loss
+        reports, statuses = {}, {}
         last = epoch + 1 == cfg.epochs
-        diverged = detector.check(running_loss if first_bad < 0 else math.nan,
-                                  int(first_bad) if first_bad >= 0 else step, final=last)
-        metrics.update(detector.metrics())
-        if diverged:
-            metrics.update(train_loss=running_loss, diverged_step=detector.step, last_finite_loss=last_finite_loss)
-            session.report(metrics, status="diverged")
-            return
+        for k in range(size):
+            if not active[k]:
+                continue
+            running_loss = loss_sums[k] / stats.steps
+            metrics = {"epoch": epoch + 1, "step": step, "lr": schedules[k](step - 1),
+                       "samples_per_s": stats.steps * cfg.batch_size / train_seconds, **engine.constants[k]}
+            diverged = detectors[k].check(running_loss if first_bads[k] < 0 else math.nan,
+                                          int(first_bads[k]) if first_bads[k] >= 0 else step, final=last)
+            metrics.update(detectors[k].metrics())
+            if diverged:
+                metrics.update(train_loss=running_loss, diverged_step=detectors[k].step,
+                               last_finite_loss=last_finites[k])
+                reports[k], statuses[k], active[k] = metrics, "diverged", False
+            else:
+                metrics["_running"] = (running_loss, 1.0 - corrects[k] / (stats.steps * cfg.batch_size))
+                reports[k] = metrics
+        if not all(active):
+            engine.set_active(active)
+        going = [k for k in range(size) if active[k]]
 
         hessian_due = bool(cfg.hessian_every and cfg.hessian_probes and ((epoch + 1) % cfg.hessian_every == 0 or last))
         finetune_due = bool(cfg.finetune_every and (epoch + 1) % cfg.finetune_every == 0)
-        if not (last or hessian_due or finetune_due or (epoch + 1) % cfg.eval_every == 0):
+        if going and (last or hessian_due or finetune_due or (epoch + 1) % cfg.eval_every == 0):
+            if cfg.train_eval == "full":
+                train_loss, train_error = engine.evaluate(train_eval)
+            test_loss, test_error = engine.evaluate(test_eval)
+            norms = engine.norms()
+            if cfg.ema_decay > 0:
+                ema_loss, ema_error = engine.ema_evaluate(norm_stats_batches, test_eval)
+            if hessian_due:
+                traces, used = engine.hessian(hessian_batches, generators(epoch, 3), active)
+            branches = finetune(epoch) if finetune_due else None
+            for k in going:
+                metrics = reports[k]
+                running_loss, running_error = metrics.pop("_running")
+                if cfg.train_eval == "full":
+                    metrics["train_loss"], metrics["train_error"] = train_loss[k], train_error[k]
+                else:
+                    metrics["train_loss"], metrics["train_error"] = running_loss, running_error
+                metrics["test_loss"], metrics["test_error"] = test_loss[k], test_error[k]
+                metrics["weight_norm"] = norms[0][k]
+                metrics.update({f"weight_norm/{name}": norms[2 + i][k] for i, name in enumerate(engine.layer_names)})
+                if engine.has_scale_invariant:
+                    metrics["effective_lr"] = metrics["lr"] / norms[1][k] ** 2
+                    metrics["effective_lr_sqrt"] = metrics["lr"] / norms[1][k]
+                if cfg.ema_decay > 0:
+                    metrics["ema_test_loss"], metrics["ema_test_error"] = ema_loss[k], ema_error[k]
+                if hessian_due:
+                    metrics["hessian_trace"], metrics["hessian_probes"] = traces[k], used[k]
+                if branches is not None:
+                    metrics.update(branches[k])
+                if last:
+                    statuses[k] = "finished"
+        else:  # no report this epoch for the members that go on
+            for k in going:
+                del reports[k]
+        if not reports:
             continue
-        if cfg.train_eval == "full":
-            metrics["train_loss"], metrics["train_error"] = evaluate(model, train_eval, prec)
-        else:
-            metrics["train_loss"], metrics["train_error"] = running_loss, 1.0 - correct / (stats.steps * cfg.batch_size)
-        metrics["test_loss"], metrics["test_error"] = evaluate(model, test_eval, prec)
-
-        layer_norms = {name: global_norm(ps) for name, ps in layers.items()}
-        norms = torch.stack([global_norm(all_params), global_norm(si_params), *layer_norms.values()]).tolist()
-        metrics["weight_norm"] = norms[0]
-        metrics.update({f"weight_norm/{name}": value for name, value in zip(layer_norms, norms[2:])})
-        if si_params:
-            metrics["effective_lr"] = metrics["lr"] / norms[1] ** 2
-            metrics["effective_lr_sqrt"] = metrics["lr"] / norms[1]
-
-        if ema is not None:
-            ema.recompute_norm_stats(norm_stats_batches)
-            metrics["ema_test_loss"], metrics["ema_test_error"] = evaluate(ema.model, test_eval, prec)
-
-        if hessian_due:
-            metrics["hessian_trace"], metrics["hessian_probes"] = hessian_trace(
-                model, hessian_batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
-                generator=derived_generator(device, cfg.seed, epoch, 3))
-        if finetune_due:
-            metrics.update(finetune(epoch))
-
-        checkpoint = session.should_checkpoint(epoch + 1, cfg.checkpoint_every)
-        session.report(metrics, status="finished" if last else None, state=snapshot if checkpoint else None)
+        evaluated = any(k in reports for k in going)  # checkpoints go with evaluation reports
+        checkpoint = evaluated and session.should_checkpoint(epoch + 1, cfg.checkpoint_every)
+        session.report(reports, statuses=statuses, state=snapshot if checkpoint else None)
+        if not going:
+            return

@@ -134,8 +134,14 @@ def test_the_batched_hessian_trace_equals_each_members_own():
 
 
 def test_a_diverging_member_ends_diverged_and_the_others_are_unchanged():
-    configs = [{**BASE, "lr": 0.05, "weight_decay": 1e-3, "seed": 0}, {**BASE, "lr": 1e30, "weight_decay": 1e-3, "seed": 0},
-               {**BASE, "lr": 0.02, "weight_decay": 0.0, "seed": 1}]
+    # Two epochs, no Tr(H): once a member is masked the others' float sums round differently
+    # (1.1e-5 relative after two epochs on the CI machine's OpenBLAS, 5e-7 elsewhere), which
+    # large-LR SGD then amplifies epoch by epoch (4e-4 by epoch 3) and which can flip
+    # Hutchinson's stopping rule to another probe count (a 2 % different Tr(H)). Tr(H) of packed
+    # members against their own runs is tested above without a diverging member.
+    base = {**BASE, "epochs": 2, "decay_epoch": 1, "hessian_probes": 0}
+    configs = [{**base, "lr": 0.05, "weight_decay": 1e-3, "seed": 0}, {**base, "lr": 1e30, "weight_decay": 1e-3, "seed": 0},
+               {**base, "lr": 0.02, "weight_decay": 0.0, "seed": 1}]
     pack = packed(configs)
     exploding = unpacked(configs[1])
     assert exploding.status == pack.members[1].status == "diverged"
@@ -143,8 +149,6 @@ def test_a_diverging_member_ends_diverged_and_the_others_are_unchanged():
     assert_same_reports(exploding.reports, pack.members[1].reports)  # its step and last finite loss too
     for k in (0, 2):
         assert pack.members[k].status == "finished"
-        # a NaN member changes the batched kernels' summation order for the others: measured up to
-        # 1.1e-5 relative on the 2-core CI machine's OpenBLAS (5e-7 elsewhere), so 1e-4 here
         assert_same_reports(unpacked(configs[k]).reports, pack.members[k].reports, rtol=1e-4)
 
 

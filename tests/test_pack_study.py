@@ -71,10 +71,10 @@ def test_the_tiny_presets_take_pack_from_the_command_line_and_round_trip():
 def test_launch_dry_run_of_a_packed_preset(capsys):
     assert main(["launch", "ushape-tiny", "--set", "pack=16", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # 60 points that differ only in packable axes: 4 packs of 15 (sizes as equal as possible)
-    assert "60 trials, packed (pack: 16) into 4 Ray trials of 15 members" in out
+    # 36 points that differ only in packable axes: 3 packs of 12 (sizes as equal as possible)
+    assert "36 trials, packed (pack: 16) into 3 Ray trials of 12 members" in out
     rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()][:-1]
-    assert [int(row[-1]) for row in rows] == [0] * 15 + [1] * 15 + [2] * 15 + [3] * 15
+    assert [int(row[-1]) for row in rows] == [0] * 12 + [1] * 12 + [2] * 12
 
 
 # ---------------------------------------------------------------- grouping

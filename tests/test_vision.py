@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
+from trainables.models.cnn import CNN1d, CNN1dConfig, ScaleInvariantCNN1d
 from trainables.models.resnet import PreActResNet, ResNetConfig
 from trainables.models.vgg import VGG, VGGConfig
 from trainables.registry import ConfigError
@@ -47,6 +47,41 @@ def test_cnn1d_parameter_count():
     model = ScaleInvariantCNN1d(CNN1dConfig())  # width 32
     assert trainable(model) == 1 * 32 * 5 + 32 * 32 * 3 + 32 * 64 * 3 + 64 * 64 * 3 == 21664
     assert frozen(model) == 64 * 5 * 10  # the frozen bias-free head
+
+
+def test_plain_cnn1d_parameter_count_shapes_and_init():
+    model = CNN1d(CNN1dConfig())  # width 32: the same convs with biases, a trainable head with bias
+    convs = conv(1, 32, 5, True) + conv(32, 32, 3, True) + conv(32, 64, 3, True) + conv(64, 64, 3, True)
+    assert trainable(model) == convs + 64 * 5 * 10 + 10 == 25_066 and frozen(model) == 0
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    x = torch.randn(7, 1, 40)
+    assert model(x).shape == (7, 10)
+    assert CNN1d(CNN1dConfig(width=8, num_classes=3))(x).shape == (7, 3)
+    for c in model.convs:  # He init, fan-in: N(0, 2/(k·C_in)), biases 0
+        assert c.bias.abs().max() == 0
+        expected = math.sqrt(2.0 / (c.kernel_size[0] * c.in_channels))
+        assert abs(c.weight.std().item() - expected) < 0.1 * expected
+
+
+def test_plain_cnn1d_is_not_scale_invariant():
+    torch.manual_seed(0)
+    model, x = CNN1d(CNN1dConfig(width=8)), torch.randn(16, 1, 40)
+    assert model.scale_invariant_groups() == [] and not model.fully_scale_invariant
+    for names in (["convs.1.weight"], ["convs.1.weight", "convs.1.bias"],
+                  [n for n, _ in model.named_parameters()]):  # one layer, or every parameter at once
+        before, after = outputs_after_scaling(model, x, names, 3.0)
+        assert (after - before).abs().max() > 1e-3
+
+
+def test_plain_cnn1d_trains_with_decay_on_every_parameter_and_refuses_a_projection():
+    session = BareSession()
+    run({**TINY, "model": "cnn1d", "momentum": 0.0, "ema_decay": 0.0, "hessian_probes": 0}, session)
+    last = session.reports[-1]
+    assert session.status == "finished" and last["test_error"] < 0.9
+    assert last["decayed_tensors"] == 10 and last["decayed_params"] == trainable(CNN1d(CNN1dConfig(width=8)))
+    assert "effective_lr" not in last  # nothing scale-invariant to define it on
+    with pytest.raises(ConfigError, match="no scale-invariant layers"):
+        run({**TINY, "model": "cnn1d", "projection": "per_group"}, BareSession())
 
 
 def test_vgg_parameter_counts():

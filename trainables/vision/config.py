@@ -15,16 +15,16 @@ from typing import Literal
 
 from trainables.registry import ConfigError, param
 
-SIGNAL_MODELS = ("cnn1d-si",)  # 1-D signals (mnist1d); every other model takes 32×32 images
-NO_SCALE_INVARIANT_LAYERS = ("vgg11", "vgg16")  # no normalisation after any conv: nothing to project
+SIGNAL_MODELS = ("cnn1d-si", "cnn1d")  # 1-D signals (mnist1d); every other model takes 32×32 images
+NO_SCALE_INVARIANT_LAYERS = ("vgg11", "vgg16", "cnn1d")  # no normalisation after any conv: nothing to project
 
 
 @dataclass(frozen=True)
 class VisionConfig:
     # model and data
-    model: Literal["cnn1d-si", "vgg11", "vgg16", "preact-resnet18", "preact-resnet34", "preact-resnet18-si"] = param(
-        "cnn1d-si", help="architecture (trainables/models/): cnn1d-si for mnist1d; VGG/ResNets for CIFAR")
-    width: int = param(0, ge=0, help="base width; 0 = the model's standard width (32 for cnn1d-si, 64 otherwise)")
+    model: Literal["cnn1d-si", "cnn1d", "vgg11", "vgg16", "preact-resnet18", "preact-resnet34", "preact-resnet18-si"] = param(
+        "cnn1d-si", help="architecture (trainables/models/): cnn1d-si (scale-invariant) or cnn1d (plain, no normalisation) for mnist1d; VGG/ResNets for CIFAR")
+    width: int = param(0, ge=0, help="base width; 0 = the model's standard width (32 for cnn1d-si and cnn1d, 64 otherwise)")
     dataset: Literal["mnist1d", "cifar10", "cifar100"] = param(
         "mnist1d", help="mnist1d: embedded, generated from data_seed; cifar10/cifar100: python pickle batches in data_dir")
     data_dir: str = param("", help="folder holding cifar-10-batches-py/ or cifar-100-python/ (or that folder itself)")
@@ -91,7 +91,7 @@ class VisionConfig:
                                        f"for images use vgg11, vgg16, preact-resnet18 or preact-resnet18-si")
         if self.model not in SIGNAL_MODELS and not images:
             raise ConfigError("model", f"{self.model} is for 32×32 images (cifar10, cifar100), not mnist1d; "
-                                       f"for mnist1d use cnn1d-si")
+                                       f"for mnist1d use cnn1d-si or cnn1d")
         if images and self.data_dir and not os.path.isabs(self.data_dir):
             raise ConfigError("data_dir", f"{self.data_dir!r} is not an absolute path; give one "
                                           f"(Ray runs each trial in its own working folder)")

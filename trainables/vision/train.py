@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from trainables.divergence import DivergenceDetector
-from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
+from trainables.models.cnn import CNN1d, CNN1dConfig, ScaleInvariantCNN1d
 from trainables.models.resnet import BLOCKS, PreActResNet, ResNetConfig
 from trainables.models.vgg import PLANS, VGG, VGGConfig
 from trainables.packing import OneMemberSession, PackSession
@@ -65,15 +65,15 @@ from trainables.vision.optim import SphereProjection, global_norm, make_optimize
 
 def build_model(cfg: VisionConfig, data: VisionData) -> nn.Module:
     channels, *spatial = data.sample_shape
-    if cfg.model == "cnn1d-si":
+    if cfg.model in ("cnn1d-si", "cnn1d"):
         if len(spatial) != 1:
-            raise ConfigError("model", f"cnn1d-si is for 1-D signals (dataset mnist1d), not {data.name}; "
+            raise ConfigError("model", f"{cfg.model} is for 1-D signals (dataset mnist1d), not {data.name}; "
                                        f"for images use vgg11, vgg16, preact-resnet18 or preact-resnet18-si")
-        return ScaleInvariantCNN1d(CNN1dConfig(width=cfg.width or 32, in_channels=channels,
-                                               num_classes=data.num_classes))
+        net = ScaleInvariantCNN1d if cfg.model == "cnn1d-si" else CNN1d
+        return net(CNN1dConfig(width=cfg.width or 32, in_channels=channels, num_classes=data.num_classes))
     if spatial != [32, 32]:
         raise ConfigError("model", f"{cfg.model} is for 32×32 images (cifar10, cifar100), not {data.name}; "
-                                   f"for mnist1d use cnn1d-si")
+                                   f"for mnist1d use cnn1d-si or cnn1d")
     if cfg.model in PLANS:
         return VGG(VGGConfig(depth=cfg.model, width=cfg.width or 64, in_channels=channels,
                              num_classes=data.num_classes, imagenet_normalize=cfg.input_norm == "authors-vgg"))

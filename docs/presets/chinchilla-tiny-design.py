@@ -4,12 +4,15 @@ the verdict rules of issue 12 (notes/verdicts-design.md) before analysis/verdict
     python docs/presets/chinchilla-tiny-design.py run --tag T --seeds 20 21 22 \
         --arms cosine:0 cosine:0.3 --set tail_steps=400 --set tail_lr=1e-4 [--big-eval 128]
     python docs/presets/chinchilla-tiny-design.py judge [--tag T] [--metric val_loss]
+    python docs/presets/chinchilla-tiny-design.py judge --store /tmp/ct-cli --study chinchilla-tiny \
+        --json docs/presets/chinchilla-tiny-confirmation.json
 
 ``run`` trains one trial at a time on one thread and appends one JSON line per trial to
 docs/presets/chinchilla-tiny-design.jsonl: the config, every report, and with --big-eval N
 the per-batch losses of the weights at the end of the schedule and at the last report on N
 fixed validation and N fixed training batches (to tell how much of the seed-to-seed spread
-of a margin is the 8-batch evaluation's). ``judge`` applies the rules to the stored curves.
+of a margin is the 8-batch evaluation's). ``judge`` applies the rules to the stored curves, or to a study store written by the CLI
+(--store, --study), and with --json writes the per-seed curves and the verdicts.
 Run it from the worktree root so that ``trainables`` is this checkout's.
 """
 
@@ -36,6 +39,23 @@ BASE = dict(model="gpt-tiny", context=64, batch_size=16, steps=2000, optimizer="
 DELTA = 0.001     # LM loss threshold, nats (verdicts-design.md)
 EPSILON = 0.01    # train/val equivalence margin, nats
 CONF = 0.90       # two-sided interval; each bound a one-sided 95 % test
+
+
+# What the design started from: val_loss margins loss(0) - loss(0.3) per seed pair of the old
+# preset (2,000 cosine steps, LR 6e-3, eval 8 batches), as recorded before this redesign.
+PRIOR = {
+    "end of cosine (step 2000)": {
+        "margins": [0.004, 0.003, 0.014, -0.005, 0.001, -0.002, 0.004, -0.011, 0.011],
+        "source": "README 'Measured at tiny scale' (seeds 0-2, fused AdamW: dVal -0.004/-0.003/-0.014; "
+                  "the unfused run: +0.005/-0.001/+0.002) and shared/scale.md update 2026-12-01 "
+                  "(seeds 10-12: -0.004/+0.011/-0.011)"},
+    "after 400 tail steps at 1e-4 (step 2400)": {
+        "margins": [0.019, 0.007, 0.027],
+        "source": "shared/scale.md update 2026-12-01, seeds 10-12"},
+    "tail gain (after tail minus end of cosine)": {
+        "margins": [0.015, 0.018, 0.016],
+        "source": "the two rows above, seeds 10-12"},
+}
 
 
 def parse_value(text: str):
@@ -209,6 +229,25 @@ def judge(records, metric: str = "val_loss", train_metric: str = "train_loss") -
     return verdicts
 
 
+def store_records(storage: str, study: str) -> list[dict]:
+    """A CLI study store as the records ``run`` writes: config, status and reports per trial."""
+    from study import StudyStore
+
+    store = StudyStore(storage, study)
+    trials, metrics = store.read_trials(), store.read_metrics()
+    records = []
+    for _, t in trials.iterrows():
+        config = {c.removeprefix("config/"): t[c] for c in trials.columns if c.startswith("config/")}
+        config = {k: (v.item() if hasattr(v, "item") else v) for k, v in config.items()}
+        rows = metrics[metrics["trial_id"] == t["trial_id"]].sort_values("step")
+        keep = [c for c in ("step", "val_loss", "train_loss", "eval_train_loss", "time_total_s") if c in rows]
+        reports = [{k: float(v) if k != "step" else int(v) for k, v in r.items()} for r in rows[keep].to_dict("records")]
+        records.append({"tag": study, "trial_id": t["trial_id"], "config": config, "status": t["status"],
+                        "seconds": float(rows["time_total_s"].max()) if "time_total_s" in rows else None,
+                        "reports": reports})
+    return records
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -218,19 +257,39 @@ def main(argv=None) -> None:
     r.add_argument("--arms", nargs="+", default=["cosine:0", "cosine:0.3", "constant:0", "constant:0.3"])
     r.add_argument("--set", action="append", default=[], help="key=value over BASE")
     r.add_argument("--big-eval", type=int, default=0)
+    sub.add_parser("prior", help="the rules applied to the margins the design started from")
     j = sub.add_parser("judge")
     j.add_argument("--tag", action="append")
     j.add_argument("--metric", default="val_loss")
     j.add_argument("--train-metric", default="train_loss")
     j.add_argument("--seeds", type=int, nargs="*")
+    j.add_argument("--store", help="a study store (the CLI's --storage) instead of the design runs")
+    j.add_argument("--study", default="chinchilla-tiny")
+    j.add_argument("--json", help="write the curves and verdicts here")
     args = parser.parse_args(argv)
     if args.command == "run":
         run(args)
         return
-    records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+    if args.command == "prior":
+        for name, p in PRIOR.items():
+            v = directional(p["margins"])
+            extra = f", seeds needed {v['seeds_needed']}" if "seeds_needed" in v else ""
+            print(f"{name}: {v['outcome']}, mean {v['mean']:+.4f} sd {v['sd']:.4f} "
+                  f"[{v['lo']:+.4f}, {v['hi']:+.4f}] n={v['n']}{extra}")
+        return
+    if args.store:
+        records = store_records(args.store, args.study)
+    else:
+        records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     records = [r for r in records if (not args.tag or r["tag"] in args.tag)
                and (not args.seeds or r["config"]["seed"] in args.seeds)]
-    for name, v in judge(records, args.metric, args.train_metric).items():
+    verdicts = judge(records, args.metric, args.train_metric)
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(
+            {"source": args.store or str(RESULTS.name), "study": args.study, "metric": args.metric,
+             "delta": DELTA, "epsilon": EPSILON, "confidence": CONF, "verdicts": verdicts,
+             "trials": records}, indent=1, default=str) + "\n")
+    for name, v in verdicts.items():
         extra = f" (seeds needed: {v['seeds_needed']})" if "seeds_needed" in v else ""
         print(f"{v['outcome']:>12}  {name}: mean {v['mean']:+.4f} sd {v['sd']:.4f} "
               f"[{v['lo']:+.4f}, {v['hi']:+.4f}] n={v['n']} per seed {v['per_seed']}{extra}")

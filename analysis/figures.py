@@ -10,8 +10,10 @@ values, a shaded band on curves): with 2–3 seeds a t-interval is wider than th
 and says nothing a reader can see, while the range is the data themselves and stays
 inside the metric's valid range (an error is never below 0).
 
-Readability rules: errors are shown in percent; learning rates on a log axis; axis
-limits come from the data; a figure with many curves splits them into one panel per
+Readability rules: axes are labelled in words from one map (``LABELS``, through
+``axis_label()``: ``val_loss`` → "validation loss (nats)"); errors are shown in percent; learning
+rates on a log axis; axis limits come from the data; every line colour has a contrast of at
+least ``MIN_CONTRAST`` against the white axes (``legible()``); a figure with many curves splits them into one panel per
 weight decay (colour = LR) and puts the legend outside the axes. Diverged trials are
 never dropped: they get a red ``X`` (``gid`` ``diverged:...``) at their last finite
 value clipped to the top of the axes, and a legend entry says so. Trials that failed
@@ -21,6 +23,7 @@ or were stopped are counted in the title when a figure leaves them out.
 from __future__ import annotations
 
 import math
+import re
 import textwrap
 from typing import Sequence
 
@@ -43,6 +46,77 @@ LINESTYLES = ("-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 3)))
 MAX_PANELS = 6  # weight decays drawn as side-by-side panels; more go on one axes
 LOG_RATIO = 4.0  # an error axis turns logarithmic when max/min exceeds this
 HEATMAP_LOG_RATIO = 2.5  # a heat map's colour scale, likewise: one bad corner must not wash out the rest
+MIN_CONTRAST = 3.0  # WCAG 2.1 non-text contrast (1.4.11) of a line against the white axes
+
+# Axis and metric names in words, with their unit: one map for every figure (and the HTML report).
+LABELS = {
+    # axes of the grid
+    "lr": "learning rate", "weight_decay": "weight decay", "seed": "seed", "schedule": "LR schedule",
+    "precision": "precision", "decay_norms": "weight decay on norm layers", "batch_size": "batch size",
+    "momentum": "momentum", "epochs": "epochs", "steps": "steps",
+    # progress
+    "epoch": "epoch", "step": "step", "tokens": "tokens seen", "training_iteration": "report number",
+    "time_total_s": "wall time (s)",
+    # metrics (losses are cross-entropies in nats; errors are fractions shown in percent)
+    "train_loss": "training loss (nats)", "val_loss": "validation loss (nats)", "test_loss": "test loss (nats)",
+    "ema_val_loss": "validation loss of the weights' EMA (nats)",
+    "finetune_train_loss": "training loss of the fine-tuned copy (nats)",
+    "train_error": "training error (%)", "test_error": "test error (%)",
+    "ema_test_error": "test error of the weights' EMA (%)",
+    "finetune_test_error": "test error of the fine-tuned copy (%)",
+    "weight_norm": "weight norm ‖w‖₂", "effective_lr": "effective learning rate", "grad_norm": "gradient norm ‖g‖₂",
+    "update_norm": "update norm", "hessian_trace": "Tr(Hessian) of the iterate",
+    "finetune_hessian_trace": "Tr(Hessian) of the fine-tuned copy", "tokens_per_s": "throughput (tokens/s)",
+    "samples_per_s": "throughput (samples/s)", "last_finite_loss": "last finite loss (nats)",
+    "diverged_step": "step of divergence",
+}
+
+
+def axis_label(name: str) -> str:
+    """``name`` (a metric or axis, with or without ``config/``) in words with its unit.
+
+    Names outside ``LABELS`` get spaces for underscores, and ``(%)`` when they are an error.
+    """
+    name = str(name).removeprefix(CONFIG)
+    if name in LABELS:
+        return LABELS[name]
+    words = name.replace("_", " ")
+    return f"{words} (%)" if _is_error(name) else words
+
+
+def _words(name: str) -> str:
+    """``axis_label`` without its unit, for titles: "validation loss", "learning rate"."""
+    return re.sub(r" \([^()]*\)$", "", axis_label(name))
+
+
+def _luminance(rgb) -> float:
+    """WCAG 2.1 relative luminance of an sRGB colour (channels in 0..1)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def contrast(color, background="white") -> float:
+    """WCAG 2.1 contrast ratio of two colours (1 … 21)."""
+    from matplotlib.colors import to_rgb
+
+    a, b = sorted((_luminance(to_rgb(color)), _luminance(to_rgb(background))), reverse=True)
+    return (a + 0.05) / (b + 0.05)
+
+
+def legible(color, background="white") -> tuple:
+    """``color`` darkened (same hue) until its contrast with ``background`` is at least
+    ``MIN_CONTRAST``; unchanged when it already is (viridis' lime end and tab10's olive and
+    cyan are not)."""
+    from matplotlib.colors import to_rgb
+
+    rgb = np.asarray(to_rgb(color))
+    if contrast(rgb, background) >= MIN_CONTRAST:
+        return tuple(float(c) for c in rgb)
+    low, high = 0.0, 1.0  # scale factor towards black: low always legible
+    for _ in range(40):
+        mid = (low + high) / 2
+        low, high = (mid, high) if contrast(rgb * mid, background) >= MIN_CONTRAST else (low, mid)
+    return tuple(float(c) for c in rgb * low)
 
 
 # ------------------------------------------------------------------ helpers
@@ -80,14 +154,14 @@ def _label(cols: Sequence[str], key) -> str:
 def _colors(n: int, sequential: bool = False) -> list:
     from matplotlib import colormaps
 
-    if sequential:
+    if sequential:  # dark to light; the light end is darkened to stay legible on white
         cmap = colormaps["viridis"]
-        return [cmap(0.9 * i / max(n - 1, 1)) for i in range(n)]
+        return [legible(cmap(0.9 * i / max(n - 1, 1))) for i in range(n)]
     cmap = colormaps["tab10"]
-    return [cmap(i % 10) for i in range(n)]
+    return [legible(cmap(i % 10)) for i in range(n)]
 
 
-def _finite(values) -> np.ndarray:
+def _finite_values(values) -> np.ndarray:
     x = np.asarray(pd.to_numeric(pd.Series(values), errors="coerce"), dtype=float)
     return x[np.isfinite(x)]
 
@@ -118,15 +192,17 @@ def _format_y(ax, metric: str, label: str | None = None) -> None:
     Call after the axis scale is set: setting a scale resets the tick formatters.
     """
     log = ax.get_yscale() == "log"
+    if label is None:
+        label = axis_label(metric)
     if not _is_error(metric):
-        ax.set_ylabel(metric if label is None else label)
+        ax.set_ylabel(label)
         low, high = ax.get_ylim()
         if log and 0 < low and high / low < 100:  # within two decades: plain numbers, not 2×10⁰
             ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 5.0, 7.0)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
         return
-    ax.set_ylabel(f"{metric} (%)" if label is None else label)
+    ax.set_ylabel(label)
     if log:
         low, high = ax.get_ylim()
         narrow = 0 < low and high / low < 10  # within a decade: label 3%, 4%, 5%, 7%, 10%
@@ -136,8 +212,8 @@ def _format_y(ax, metric: str, label: str | None = None) -> None:
 
 
 def _format_x(ax, x: str) -> None:
-    """Tokens in engineering notation (``1.5M``), so the axis carries no ``1e6`` offset."""
-    ax.set_xlabel(x)
+    """Label the x axis in words; tokens in engineering notation (``1.5M``), so the axis carries no ``1e6`` offset."""
+    ax.set_xlabel(axis_label(x))
     if x == "tokens":
         ax.xaxis.set_major_formatter(EngFormatter(sep=""))
 
@@ -145,7 +221,7 @@ def _format_x(ax, x: str) -> None:
 def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
     """Log scale when the values are positive and span more than ``ratio``; symlog
     (linear below the smallest positive value) when they also include zero, as WD grids do."""
-    x = _finite(data)
+    x = _finite_values(data)
     positive = x[x > 0]
     if len(positive) == 0 or (x < 0).any() or positive.max() / positive.min() <= ratio:
         return
@@ -159,7 +235,7 @@ def _log_if_wide(ax, axis: str, data, ratio: float = 20.0) -> None:
 def _lr_axis(ax, data) -> None:
     """Learning rates on a log axis whenever they are positive and not all equal, ticked
     at the grid's own values when there are few (0.003, 0.01, … rather than 10⁻²)."""
-    x = _finite(data)
+    x = _finite_values(data)
     if len(x) and (x > 0).all() and x.max() > x.min():
         ax.set_xscale("log")
         grid = np.unique(x)
@@ -184,7 +260,7 @@ def _limits(ax, low: float, high: float, *, log: bool, floor: float | None = Non
 
 def _clip(ax, data, log: bool = False) -> float:
     """A y value just above the plotted data, where diverged trials are drawn."""
-    y = _finite(data)
+    y = _finite_values(data)
     if log:
         y = y[y > 0]
     if len(y) == 0:
@@ -437,9 +513,9 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
             ax.annotate(f"{int(row['n_diverged'])}/{int(row['n_trials'])}", (row[xcol], clip), textcoords="offset points",
                         xytext=(6, -3), fontsize=7, color="crimson")
     seeds = int(agg["n"].max()) if len(agg) else 0
-    ax.set_xlabel(x)
+    ax.set_xlabel(axis_label(x))
     _format_y(ax, value)
-    _title(ax, (title or f"{value} vs {x}") + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(finals),
+    _title(ax, (title or f"{_words(value)} vs {_words(x)}") + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(finals),
            fontsize=10)
     ax.grid(alpha=0.3, which="major")
     _legend(ax)
@@ -473,7 +549,7 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
     image = ax.imshow(np.ma.masked_invalid(grid), origin="lower", aspect="auto", cmap="viridis_r", norm=norm)
     image.set_gid("data:heatmap")
     cbar = fig.colorbar(image, ax=ax)
-    cbar.set_label(f"{value} (%)" if _is_error(value) else value)
+    cbar.set_label(axis_label(value))
     if _is_error(value):
         if norm is not None:
             cbar.ax.yaxis.set_major_locator(LogLocator(subs=(1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 7.0)))
@@ -494,11 +570,11 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
         ax.add_patch(Rectangle((bj - 0.5, bi - 0.5), 1, 1, fill=False, edgecolor="red", linewidth=2, gid="best"))
     ax.set_xticks(range(len(col_values)), [fmt(v) for v in col_values])
     ax.set_yticks(range(len(row_values)), [fmt(v) for v in row_values])
-    ax.set_xlabel(cols)
-    ax.set_ylabel(rows)
+    ax.set_xlabel(axis_label(cols))
+    ax.set_ylabel(axis_label(rows))
     seeds = int(agg["n"].max()) if len(agg) else 0
     unit = " in %" if _is_error(value) else ""
-    _title(ax, (title or f"{value}{unit}: {rows} × {cols}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
+    _title(ax, (title or f"{_words(value)}{unit}: {_words(rows)} × {_words(cols)}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
                  + _left_out_note(finals), fontsize=10)
     return fig
 
@@ -538,7 +614,7 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
         branch_x = sorted(spread[x].astype(float).unique())
         if 0 < len(branch_x) <= 12:
             ax.set_xticks(branch_x, [fmt(v) for v in branch_x])
-        ax.set_xlabel(f"{x} the copy branched from")
+        ax.set_xlabel(f"{axis_label(x)} the copy branched from")
         ax.grid(alpha=0.3)
     _limits(axs[0, 0], lo, hi, log=log, floor=0.0 if (_is_error(value) and not log) else None)
     _format_y(axs[0, 0], value)
@@ -546,7 +622,7 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
         _format_y(ax, value, label="")
     seeds = int(spread["n"].max()) if len(spread) else 0
     _figure_legend(fig, axs[0])
-    _suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {value} vs the {x} each copy branched from")
+    _suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {_words(value)} vs the {_words(x)} each copy branched from")
               + f" ({_seeds_note(seeds).replace('band/', '')})" + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -602,24 +678,24 @@ def training_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | Non
     With a constant large LR then a drop, the curves show where weight decay holds the
     training loss at a level set by LR × WD before the decay.
     """
-    finished = _finite(_finished(curves, y))
+    finished = _finite_values(_finished(curves, y))
     log = log and len(finished) > 0 and bool((finished > 0).all())
-    return _curve_grid(curves, [(y, y, log)], x=x, by=by, title=title or f"{y} vs {x or x_column(curves)}")
+    return _curve_grid(curves, [(y, axis_label(y), log)], x=x, by=by, title=title or f"{_words(y)} vs {_words(x or x_column(curves))}")
 
 
 def _effective_lr_label(curves: pd.DataFrame) -> str:
     """What ``effective_lr`` means for the trainable that reported it."""
     if has_values(curves, "effective_lr_sqrt") or has_values(curves, "epoch"):
-        return "effective_lr\nη/‖w‖² (scale-invariant params)"
+        return f"{axis_label('effective_lr')}\nη/‖w‖² (scale-invariant params)"
     if has_values(curves, "tokens"):
-        return "effective_lr\nAdam: median lr/(√v+ε)"
-    return "effective_lr"
+        return f"{axis_label('effective_lr')}\nAdam: median η/(√v+ε)"
+    return axis_label("effective_lr")
 
 
 def norms(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | None = None,
           title: str | None = None) -> Figure:
     """Weight norm ‖w‖₂ and the effective LR vs ``x``, one line per grid point (mean over seeds)."""
-    return _curve_grid(curves, [("weight_norm", "weight_norm  ‖w‖₂", False),
+    return _curve_grid(curves, [("weight_norm", axis_label("weight_norm"), False),
                                 ("effective_lr", _effective_lr_label(curves), True)],
                        x=x, by=by, title=title or "weight norm and effective learning rate")
 
@@ -627,8 +703,8 @@ def norms(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | Non
 def hessian_trace(curves: pd.DataFrame, *, x: str | None = None, by: Sequence[str] | None = None,
                   title: str | None = None) -> Figure:
     """Tr(Hessian) vs ``x``: of the copy fine-tuned from that epoch and/or of the iterate itself."""
-    return _curve_grid(curves, [("finetune_hessian_trace", "finetune_hessian_trace\n(Tr(H) of the fine-tuned copy)", True),
-                                ("hessian_trace", "hessian_trace\n(Tr(H) of the iterate)", True)],
+    return _curve_grid(curves, [("finetune_hessian_trace", axis_label("finetune_hessian_trace"), True),
+                                ("hessian_trace", axis_label("hessian_trace"), True)],
                        x=x, by=by, title=title or "sharpness: Hutchinson estimate of Tr(Hessian)")
 
 
@@ -661,7 +737,7 @@ def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x
     spreads = {m: curve_spread(curves, m, x, by) for m in (plain, ema)}
     fig, axs = _figure(1, len(panels), width=4.6 if len(panels) > 1 else 6.4, height=4.0, sharey=True)
     values_all = pd.concat([_finished(curves, plain), _finished(curves, ema)])
-    finite = _finite(values_all)
+    finite = _finite_values(values_all)
     log = bool(len(finite) and finite.min() > 0 and finite.max() / finite.min() > LOG_RATIO)
     for ax, p in zip(axs[0], panels):
         for metric, style in ((plain, "-"), (ema, "--")):
@@ -681,14 +757,14 @@ def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x
         ax.set_title(f"WD {fmt(p)}" if p is not None else "", fontsize=10)
         _format_x(ax, x)
         ax.grid(alpha=0.3, which="major")
-    _format_y(axs[0, 0], plain, label=f"{plain} (%)" if _is_error(plain) else plain)
+    _format_y(axs[0, 0], plain)
     for ax in axs[0, 1:]:
         _format_y(ax, plain, label="")
     style_keys = [(Line2D([], [], color="black", linestyle="-"), f"solid: {plain}"),
                   (Line2D([], [], color="black", linestyle="--"), f"dashed: {ema} (EMA of the weights)")]
     _figure_legend(fig, axs[0], extra=style_keys)
     seeds = int(spreads[plain]["n"].max()) if len(spreads[plain]) else 0
-    _suptitle(fig, (title or f"{plain} (solid) vs the EMA of the weights, {ema} (dashed)")
+    _suptitle(fig, (title or f"{_words(plain)} (solid) vs {_words(ema)} (dashed)")
               + (f" (mean of {seeds} seeds)" if seeds > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -773,8 +849,8 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
             _mark_diverged(top, ends["x"], ends["y"], top.get_ylim()[1])
         bottom.axhline(0.0, color="black", linewidth=0.8)
         top.set_title(f"{schedule} schedule" if schedule is not None else metric, fontsize=10)
-        top.set_ylabel(metric)
-        bottom.set_ylabel(f"{metric}(WD) − {metric}(WD 0)")
+        top.set_ylabel(axis_label(metric))
+        bottom.set_ylabel(f"{axis_label(metric)}\nWD − WD 0")
         _format_x(top, x)
         _format_x(bottom, x)
         for ax in (top, bottom):
@@ -784,7 +860,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
             bottom.plot([], [], label="crossing (WD ends lower)", **CROSSING)
         _legend(bottom)
     where = " and ".join(f"{s}" for s in schedules if s is not None) or "one schedule"
-    _suptitle(fig, (title or f"AdamW vs Adam: {metric} vs {x} ({where} LR)")
+    _suptitle(fig, (title or f"AdamW vs Adam: {_words(metric)} vs {_words(x)} ({where} LR)")
               + (f", mean of {seeds_max} seeds" if seeds_max > 1 else "") + _left_out_note(curves), fontsize=11)
     return fig
 
@@ -841,8 +917,8 @@ def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: 
     if wd in agg and 0 < agg[wd].nunique() <= 8:
         grid = sorted(agg[wd].astype(float).unique())
         ax.set_xticks(grid, [fmt(v) for v in grid])
-    ax.set_xlabel("weight_decay")
-    ax.set_ylabel("val_loss − train_loss at the end")
+    ax.set_xlabel(axis_label("weight_decay"))
+    ax.set_ylabel("validation − training loss at the end (nats)")
     _title(ax, title or "final train–validation gap vs weight decay"
                  + (f" (mean of {seeds} seeds; dots: each seed, shifted sideways per line)" if seeds > 1 else "")
                  + _left_out_note(curves), fontsize=10)
@@ -869,7 +945,7 @@ def divergence_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | N
     seeds = values(curves, "seed") if SEED in curves else [None]
     styles = dict(zip(seeds, LINESTYLES * (len(seeds) // len(LINESTYLES) + 1)))
     fig, axs = _figure(len(panel_rows), len(panel_cols), width=5.2, height=3.8)
-    finite = _finite(_finished(curves, y))
+    finite = _finite_values(_finished(curves, y))
     for i, lr_value in enumerate(panel_rows):
         for j, p in enumerate(panel_cols):
             ax = axs[i, j]
@@ -893,12 +969,12 @@ def divergence_curves(curves: pd.DataFrame, y: str = "train_loss", *, x: str | N
                 _mark_diverged(ax, ends["x"], ends["y"], clip)
             name = ", ".join(filter(None, [f"precision {p}" if p is not None else None,
                                            f"LR {fmt(lr_value)}" if lr_value is not None else None]))
-            ax.set_title(name or y, fontsize=10)
-            ax.set_xlabel(x)
-            ax.set_ylabel(y)
+            ax.set_title(name or _words(y), fontsize=10)
+            _format_x(ax, x)
+            ax.set_ylabel(axis_label(y))
             ax.grid(alpha=0.3)
             _legend(ax, ncols=2 if len(ax.lines) > 8 else 1)
-    _suptitle(fig, title or f"{y} vs {x}: colour = weight decay, line style = seed; X = diverged" + _left_out_note(curves),
+    _suptitle(fig, title or f"{_words(y)} vs {_words(x)}: colour = weight decay, line style = seed; X = diverged" + _left_out_note(curves),
                  fontsize=11)
     return fig
 
@@ -938,12 +1014,12 @@ def status_map(trials: pd.DataFrame, *, rows: str = "lr", cols: str = "weight_de
         image.set_gid(f"data:{fmt(p)}" if p is not None else "data:all")
         ax.set_xticks(range(len(col_values)), [fmt(v) for v in col_values])
         ax.set_yticks(range(len(row_values)), [fmt(v) for v in row_values])
-        ax.set_xlabel(cols if col_values != [None] else "")
-        ax.set_ylabel(rows if row_values != [None] else "")
+        ax.set_xlabel(axis_label(cols) if col_values != [None] else "")
+        ax.set_ylabel(axis_label(rows) if row_values != [None] else "")
         ax.set_title(f"{panels} {p}" if p is not None else "all trials", fontsize=10)
     if image is not None:
         fig.colorbar(image, ax=list(axs[0]), label="fraction diverged")
-    _suptitle(fig, title or f"diverged trials / trials over {rows} × {cols}" + (f" × {panels}" if pcol in trials else "")
+    _suptitle(fig, title or f"diverged trials / trials over {_words(rows)} × {_words(cols)}" + (f" × {_words(panels)}" if pcol in trials else "")
                  + " (f = failed, s = stopped, r = running)", fontsize=10)
     return fig
 
@@ -953,36 +1029,54 @@ def status_map(trials: pd.DataFrame, *, rows: str = "lr", cols: str = "weight_de
 def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequence[str] | None = None,
               title: str | None = None) -> Figure:
     """The tuning playbook's isolation plot: for each value of each axis, the best ``value``
-    over every other axis (seed means first), one panel per axis.
+    over every other axis (seed means first), one panel per axis, all panels on one y scale.
 
-    Numeric axes are plotted at their values (log scale when wide), other axes at positions
-    0..k-1 with the values as tick labels. Diverged trials are red X markers at a clipped
-    value above the data, annotated with their count.
+    Each best point carries the min–max over the seeds of the grid point it comes from
+    (error bars, ``spread:<axis>``), so a gap within the seed spread does not look like an
+    effect. Numeric axes are plotted at their values (log scale when wide) and joined by a
+    line; other axes (a schedule, a precision) are categories at positions 0..k-1 with the
+    values as tick labels, drawn as points only: no line between unordered values.
+    Diverged trials are red X markers at a clipped value above the data, with their count.
     """
     by = varied_axes(finals)
     panels = [column(a) for a in axes] if axes is not None else by
     if not panels:
         raise ValueError("the isolation plot needs an axis that takes more than one value")
     agg = seed_spread(finals, value, by)
-    sign = 1 if mode == "min" else -1
-    fig, axs = _figure(1, len(panels), width=4.6, height=3.9)
+    fig, axs = _figure(1, len(panels), width=4.6, height=3.9, sharey=True)
     seeds = int(agg["n"].max()) if len(agg) else 0
-    for ax, axis in zip(axs[0], panels):
+    drawn = []  # per panel: (axis, numeric, positions, values, best rows, diverged)
+    for axis in panels:
         vals = values(finals, axis)
         numeric = pd.api.types.is_numeric_dtype(finals[axis]) and not pd.api.types.is_bool_dtype(finals[axis])
         positions = [float(v) for v in vals] if numeric else list(range(len(vals)))
-        best_x, best_y, div_x, div_n = [], [], [], []
+        best, diverged = [], []
         for pos, v in zip(positions, vals):
             rows = agg[agg[axis] == v]
             ok = rows[rows["n"] > 0]
             if len(ok):
-                best_x.append(pos)
-                best_y.append(float(ok["mean"].min() if sign == 1 else ok["mean"].max()))
-            diverged = int(rows["n_diverged"].sum())
-            if diverged:
-                div_x.append(pos)
-                div_n.append((diverged, int(rows["n_trials"].sum())))
-        ax.plot(best_x, best_y, marker="o", color="tab:blue", label=f"best {value}", gid=f"data:{_name(axis)}")
+                row = ok.loc[ok["mean"].idxmin() if mode == "min" else ok["mean"].idxmax()]
+                best.append((pos, float(row["mean"]), float(row["min"]), float(row["max"]), int(row["n"])))
+            if int(rows["n_diverged"].sum()):
+                diverged.append((pos, int(rows["n_diverged"].sum()), int(rows["n_trials"].sum())))
+        drawn.append((axis, numeric, positions, vals, best, diverged))
+    low = min((b[2] for *_, best, _ in drawn for b in best), default=math.nan)
+    high = max((b[3] for *_, best, _ in drawn for b in best), default=math.nan)
+    log = bool(np.isfinite(low) and low > 0 and high / low > LOG_RATIO)
+    for ax, (axis, numeric, positions, vals, best, diverged) in zip(axs[0], drawn):
+        xs = np.array([b[0] for b in best], dtype=float)
+        ys = np.array([b[1] for b in best], dtype=float)
+        ax.plot(xs, ys, marker="o", markersize=6, linestyle="-" if numeric else "none", color="tab:blue",
+                label=f"best {axis_label(value)}", gid=f"data:{_name(axis)}")
+        several = np.array([b[4] > 1 for b in best], dtype=bool)
+        if several.any():
+            lo = np.array([b[2] for b in best])[several]
+            hi = np.array([b[3] for b in best])[several]
+            bars = ax.errorbar(xs[several], ys[several], yerr=[np.maximum(ys[several] - lo, 0.0),
+                                                               np.maximum(hi - ys[several], 0.0)],
+                               fmt="none", ecolor="tab:blue", elinewidth=1.1, capsize=4)
+            bars.lines[2][0].set_gid(f"spread:{_name(axis)}")
+            bars.lines[2][0].set_label("min–max over the seeds of that grid point")
         if numeric and axis == column("lr"):
             _lr_axis(ax, positions)
         elif numeric:
@@ -992,21 +1086,32 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
                 ax.xaxis.set_minor_formatter(NullFormatter())
         else:
             ax.set_xticks(positions, [fmt(v) for v in vals])
-        if div_x:
-            clip = _clip(ax, best_y)
-            _mark_diverged(ax, div_x, np.full(len(div_x), np.nan), clip,
-                           label="trials diverged (k/n), drawn above the data")
-            for pos, (k, n) in zip(div_x, div_n):
-                ax.annotate(f"{k}/{n}", (pos, clip), textcoords="offset points", xytext=(5, -3), fontsize=7, color="crimson")
-        others = [_name(c) for c in by if c != axis]
-        ax.set_title(f"{_name(axis)}" + (f"\n(best over {', '.join(others)})" if others else ""), fontsize=9)
-        ax.set_xlabel(_name(axis))
-        _format_y(ax, value)
+            ax.set_xlim(-0.5, len(positions) - 0.5)
+        others = [axis_label(c) for c in by if c != axis]
+        ax.set_title(axis_label(axis) + (f"\n(best over {', '.join(others)})" if others else ""), fontsize=9)
+        ax.set_xlabel(axis_label(axis))
         ax.grid(alpha=0.3)
-    _figure_legend(fig, axs[0])
-    _suptitle(fig, title or (f"isolation: best {value} per value of each axis, {mode}imised over the other axes"
-                           + (f" (mean over {seeds} seeds first)" if seeds > 1 else "") + _left_out_note(finals)),
-                 fontsize=10)
+    if log:
+        axs[0, 0].set_yscale("log")  # shared: every panel
+    _limits(axs[0, 0], low, high, log=log, floor=0.0 if (_is_error(value) and not log) else None)
+    clip = _clip(axs[0, 0], [low, high], log=log)
+    for ax, (axis, numeric, positions, vals, best, diverged) in zip(axs[0], drawn):
+        if diverged:
+            _mark_diverged(ax, [d[0] for d in diverged], np.full(len(diverged), np.nan), clip,
+                           label="trials diverged (k/n), drawn above the data")
+            for pos, k, n in diverged:
+                ax.annotate(f"{k}/{n}", (pos, clip), textcoords="offset points", xytext=(5, -3), fontsize=7,
+                            color="crimson")
+    _format_y(axs[0, 0], value)
+    for ax in axs[0, 1:]:
+        _format_y(ax, value, label="")
+    bars_handle = next((c for ax in axs[0] for c in ax.collections if (c.get_gid() or "").startswith("spread:")), None)
+    _figure_legend(fig, axs[0], extra=[(bars_handle, bars_handle.get_label())] if bars_handle is not None else ())
+    _suptitle(fig, title or (f"isolation: best {axis_label(value)} per value of each axis, {mode}imised over the "
+                             "other axes, on one y scale"
+                             + (f" (mean over {seeds} seeds first; bars: min–max over seeds)" if seeds > 1 else
+                                " (one seed: no spread)") + _left_out_note(finals)),
+              fontsize=10)
     return fig
 
 
@@ -1039,9 +1144,9 @@ def top_k(curves: pd.DataFrame, finals: pd.DataFrame, value: str, mode: str = "m
         label = f"#{rank} {value}={row[value]:.4g}: " + _label(axes, tuple(row[c] for c in axes))
         ax.plot(part[x].to_numpy(dtype=float)[ok], yv[ok], color=color, label=label, gid=f"data:{row['trial_id']}")
     _log_if_wide(ax, "y", plotted)
-    ax.set_xlabel(x)
+    _format_x(ax, x)
     _format_y(ax, y)
-    _title(ax, title or f"top {len(best)} of {len(finals)} trials by final {value} ({mode})", fontsize=10)
+    _title(ax, title or f"top {len(best)} of {len(finals)} trials by final {_words(value)} ({mode})", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax)
     return fig
@@ -1069,9 +1174,9 @@ def compare_best(studies: Sequence[tuple[str, pd.DataFrame, pd.DataFrame, str, s
         axes = varied_axes(finals_frame)
         ax.plot(part[shared_x].to_numpy(dtype=float)[ok], yv[ok], linestyle=style, linewidth=1.6,
                 label=f"{name}: " + _label(axes, tuple(row[c] for c in axes)), gid=f"data:{name}")
-    ax.set_xlabel(shared_x)
+    _format_x(ax, shared_x)
     _format_y(ax, metric)
-    _title(ax, title or f"{metric} of each study's best trial", fontsize=10)
+    _title(ax, title or f"{_words(metric)} of each study's best trial", fontsize=10)
     ax.grid(alpha=0.3)
     _legend(ax)
     return fig

@@ -1,10 +1,12 @@
-"""``report.md`` and its figures, written into the study's folder in the store.
+"""``report.md``, ``report.html`` and the figures, written into the study's folder in the store.
 
 What a report holds is decided from the study's data, not its name: a figure is drawn
 when the study has the axes and metrics it needs, and listed under "Not drawn" with the
 reason otherwise; every verdict is listed, ``not-applicable`` ones with their reason.
 Everything is computed and rendered in memory first, so a study that cannot be read
-leaves nothing written.
+leaves nothing written. ``report.html`` (``analysis.html``) is rendered from the same
+``Report`` as ``report.md``: one self-contained page with the verdicts first, the figures
+inline with hover values, and a sortable table of every trial.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
-from analysis import figures, search, verdicts
+from analysis import figures, html, search, verdicts
 from analysis.load import CONFIG, Study, column, fmt, has_values, load_study, varied_axes
 from analysis.stats import CONFIDENCE
+from analysis.stats import OUTCOMES
 from analysis.verdicts import NOT_APPLICABLE, Verdict
 from study.store import StudyStore
 
@@ -77,7 +80,7 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
     lrs = (_count(finals, "lr") >= 2, "needs ≥ 2 learning rates")
     add("ushape", "U-shape after the LR decay (Fig. 1 / sphere-sweep protocol): the run's final test_error vs "
         "learning rate, one line per weight decay", [after_decay, lrs],
-        lambda: figures.ushape(finals, "test_error", title="After the LR decay (Fig. 1 protocol): final test_error vs lr"))
+        lambda: figures.ushape(finals, "test_error", title="After the LR decay (Fig. 1 protocol): final test error vs learning rate"))
     branch, branch_epoch = verdicts.finetune_at(curves)
     fine_tuned = (has_values(curves, verdicts.FINETUNE_ERROR), "no finetune_test_error reported (no fine-tuned branches)")
     add("ushape_finetune", f"U-shape of the fine-tuned copies (Figs. 2–3 protocol): finetune_test_error of the branch "
@@ -120,7 +123,7 @@ def figure_plan(study: Study, finals: pd.DataFrame, curves: pd.DataFrame,
             lambda metric=metric: figures.chinchilla(curves, metric))
     add("train_val_gap", "Final train–validation gap vs weight decay",
         [lm, (has_values(curves, "train_loss"), "no train_loss reported")],
-        lambda: figures.train_val_gap(curves, epsilon=verdicts.GAP_EPSILON))
+        lambda: figures.train_val_gap(curves))
 
     precision_varies = _count(finals, "precision") >= 2
     loss = next((m for m in ("train_loss", study.metric, "loss") if m and has_values(curves, m)), None)
@@ -227,43 +230,52 @@ def _study_names(study: Study) -> list[str]:
 
 
 def study_verdicts(study: Study, finals: pd.DataFrame, curves: pd.DataFrame) -> list[Verdict]:
-    """Every claim check on this study (applicable ones first, in a fixed order)."""
-    found = [
-        verdicts.ushape(finals),
-        verdicts.ushape_finetuned(curves),
-        verdicts.wd_helps_only_at_large_lr(finals),
-        verdicts.chinchilla_cosine(curves),
-        verdicts.chinchilla_constant(curves),
-        verdicts.train_val_gap(curves),
-        verdicts.bf16_divergence(finals),
-        verdicts.best_not_on_edge(finals, study.metric, study.mode),
-    ]
+    """Every claim check on this study: applicable ones first, in a fixed order."""
+    found = verdicts.all_verdicts(finals, curves)
     searched = [a for a in ("lr", "weight_decay") if a in search.searched_axes(study.spec)]
     if searched:  # the claims that compare grid points at fixed learning rates / weight decays
         why = (f"{' and '.join(searched)} searched (a range), not on a grid: the claim compares grid points "
                f"at fixed values (see the Search section)")
-        found[:4] = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}) for v in found[:4]]
-        found[5] = replace(found[5], status=NOT_APPLICABLE, reason=why, numbers={})
-    return sorted(found, key=lambda v: v.status == NOT_APPLICABLE)
+        found = [replace(v, status=NOT_APPLICABLE, reason=why, numbers={}, seeds_needed=None)
+                 if v.claim in verdicts.GRID_CLAIMS else v for v in found]
+    return sorted(found, key=lambda v: not v.applicable)
 
 
 @dataclass
 class Report:
-    """A report built in memory: its markdown, verdicts and rendered figure files."""
+    """A report built in memory: its verdicts, figures and tables, and the markdown and HTML made from them.
+
+    Args:
+        head: the markdown above the first section (title, description, the study's facts).
+        sections: each ``##`` section's markdown lines, by title, in report order.
+        inline: each drawn figure's SVG with its hover points, by figure key (``analysis.html``).
+        trials: every trial, best first (``trials_table``): the HTML report's sortable table.
+    """
 
     study: Study
     verdicts: list[Verdict]
     figures: list[FigureItem]
+    checks: list[Verdict] = field(default_factory=list)  # of the grid itself (verdicts.grid_checks), not claims
     files: dict[str, bytes] = field(default_factory=dict)  # path under the study folder → bytes
     markdown: str = ""
+    head: list[str] = field(default_factory=list)
+    sections: dict[str, list[str]] = field(default_factory=dict)
+    inline: dict[str, str] = field(default_factory=dict)
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+    html: str = ""
 
     @property
     def failed(self) -> list[Verdict]:
         return [v for v in self.verdicts if v.failed]
 
+    @property
+    def undecided(self) -> list[Verdict]:
+        """Verdicts that did not pass although they apply: failed or inconclusive (what ``--strict`` refuses)."""
+        return [v for v in self.verdicts if v.failed or v.inconclusive]
+
     def summary(self) -> str:
-        counts = pd.Series([v.status for v in self.verdicts]).value_counts()
-        return ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pass", "fail", "not-applicable"))
+        counts = pd.Series([v.status for v in self.verdicts], dtype=object).value_counts()
+        return ", ".join(f"{counts.get(s, 0)} {s}" for s in OUTCOMES)
 
 
 def render(fig, fmt_name: str) -> bytes:
@@ -279,12 +291,33 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+VERDICTS_KEY = ("Each claim of the paper checked on this study's data: **pass** when the 90 % Student-t "
+                "interval over seeds clears the claim's threshold, **FAIL** when it lies wholly on the other "
+                "side, _inconclusive_ when it straddles the threshold or a grid point has one seed (with the "
+                "seeds that would decide). Thresholds are justified in `analysis/verdicts.py`.")
+
+
+def seeds_to_decide(v: Verdict) -> str:
+    """For an inconclusive verdict, the seeds that would decide it, in words ("" when not told)."""
+    return f"≈{v.seeds_needed} seeds would decide" if v.inconclusive and v.seeds_needed else ""
+
+
+def thresholds_text(v: Verdict) -> str:
+    return ", ".join(f"{k}={fmt(val)}" for k, val in v.thresholds.items())
+
+
 def verdict_table(items: list[Verdict]) -> str:
-    lines = ["| claim | verdict | evidence | thresholds |", "|---|---|---|---|"]
-    for v in items:
-        mark = {"pass": "**pass**", "fail": "**FAIL**"}.get(v.status, v.status)
-        thresholds = ", ".join(f"{k}={fmt(val)}" for k, val in v.thresholds.items())
-        lines.append(f"| {_cell(v.claim)} | {mark} | {_cell(v.reason)} | {_cell(thresholds)} |")
+    """The applicable verdicts as a table; not-applicable ones as one line each below it."""
+    applicable = [v for v in items if v.applicable]
+    lines = ["| claim | verdict | evidence | thresholds |", "|---|---|---|---|"] if applicable else ["_no claim applies_"]
+    for v in applicable:
+        mark = {"pass": "**pass**", "fail": "**FAIL**", "inconclusive": "_inconclusive_"}[v.status]
+        if seeds_to_decide(v):
+            mark += f" ({seeds_to_decide(v)})"
+        lines.append(f"| {_cell(v.claim)} | {mark} | {_cell(v.reason)} | {_cell(thresholds_text(v))} |")
+    skipped = [v for v in items if not v.applicable]
+    if skipped:
+        lines += ["", "Not applicable to this study:", "", *[f"- {_cell(v.claim)}: {_cell(v.reason)}" for v in skipped]]
     return "\n".join(lines)
 
 
@@ -354,39 +387,41 @@ def provenance_section(study: Study) -> list[str]:
 
 
 def build_report(study: Study, baseline: Study | None = None) -> Report:
-    """Compute verdicts, draw and render every applicable figure, and compose report.md, in memory.
+    """Compute verdicts, draw and render every applicable figure, and compose report.md and
+    report.html, in memory.
 
     ``baseline``: a grid study over the same box, compared with a search study.
     """
     finals, curves = study.finals(), study.curves()
     found = study_verdicts(study, finals, curves)
     plan = figure_plan(study, finals, curves, baseline)
-    report = Report(study, found, plan)
+    report = Report(study, found, plan, verdicts.grid_checks(finals, study.metric, study.mode),
+                    trials=trials_table(study, finals))
     for item in plan:
         if item.draw is None:
             continue
         fig = item.draw()
         for kind in FORMATS:
             report.files[f"figures/{item.key}.{kind}"] = render(fig, kind)
+        report.inline[item.key] = html.inline_figure(fig, report.files[f"figures/{item.key}.svg"], item.key)
 
     trials = study.trials
-    lines = [f"# Study `{study.name}`", ""]
+    head = [f"# Study `{study.name}`", ""]
     if study.spec.get("description"):
-        lines += [str(study.spec["description"]).strip(), ""]
+        head += [str(study.spec["description"]).strip(), ""]
     counts = trials["status"].astype(str).value_counts().sort_index() if "status" in trials else pd.Series(dtype=int)
     status_text = ", ".join(f"{n} {s}" for s, n in counts.items()) or "none started"
     axes_text = ", ".join(f"{a} ({_count(trials, a)})" for a in study.axes) or "none"
-    lines += [f"- trainable `{study.trainable}`, metric `{study.metric}` ({study.mode})",
-              f"- {len(trials)} trials: {status_text}",
-              f"- axes (values): {axes_text}; seeds per grid point: {study.seeds()}",
-              f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
-              f"- verdicts: {report.summary()}", ""]
-    lines += ["## Verdicts", "",
-              "Each claim of the paper checked on this study's data (thresholds are the check's "
-              "parameters; where grid points have several seeds, differences must also clear their "
-              "Student-t interval). `not-applicable` means the study lacks the data the claim needs.", "",
-              verdict_table(found), ""]
-    lines += ["## Figures", ""]
+    head += [f"- trainable `{study.trainable}`, metric `{study.metric}` ({study.mode})",
+             f"- {len(trials)} trials: {status_text}",
+             f"- axes (values): {axes_text}; seeds per grid point: {study.seeds()}",
+             f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
+             f"- verdicts: {report.summary()}", ""]
+    sections: dict[str, list[str]] = {}
+    sections["Verdicts"] = [VERDICTS_KEY, "", verdict_table(found), ""]
+    sections["Grid check"] = ["Not a claim of the paper: whether the grid contains its own optimum (the tuning "
+                              "playbook's check), by the same rule.", "", verdict_table(report.checks), ""]
+    lines = []
     for item in plan:
         if item.draw is None:
             continue
@@ -395,16 +430,45 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
     skipped = [item for item in plan if item.draw is None]
     if skipped:
         lines += ["### Not drawn", "", *[f"- `{i.key}` ({i.title}): {i.reason}" for i in skipped], ""]
+    sections["Figures"] = lines
     if search.is_search(study.spec):
-        lines += search_section(study, baseline)
-    lines += ["## Best trials", "", _table(best_trials(study, finals)), ""]
-    lines += ["## Trials that did not finish", "", _table(unfinished_trials(finals)), ""]
-    lines += ["## Spec", "", "```yaml", yaml.safe_dump(study.spec, sort_keys=False).strip(), "```", ""]
-    lines += provenance_section(study)
-    lines += ["## Files", "", "Written with this report (under the study folder):", "",
-              *[f"- `{path}`" for path in sorted(report.files)], ""]
-    report.markdown = "\n".join(lines)
+        sections["Search"] = search_section(study, baseline)[2:]  # without its "## Search" heading
+    sections["Best trials"] = [_table(best_trials(study, finals)), ""]
+    sections["Trials that did not finish"] = [_table(unfinished_trials(finals)), ""]
+    sections["Spec"] = ["```yaml", yaml.safe_dump(study.spec, sort_keys=False).strip(), "```", ""]
+    sections["Provenance"] = provenance_section(study)[2:]
+    sections["Files"] = ["Written with this report (under the study folder):", "",
+                         "- `report.html`: this report as one self-contained page (figures with hover values, "
+                         "a sortable table of every trial)",
+                         *[f"- `{path}`" for path in sorted(report.files)], ""]
+    report.head, report.sections = head, sections
+    report.markdown = "\n".join(head + [line for title, body in sections.items() for line in (f"## {title}", "", *body)])
+    report.html = html.render(report)
     return report
+
+
+HEADLINE_METRICS = ("test_error", "finetune_test_error", "val_loss", "train_loss", "test_loss")
+
+
+def trials_table(study: Study, finals: pd.DataFrame) -> pd.DataFrame:
+    """Every trial, best first: ``rank`` by the study's metric (finished trials with a value),
+    id, axis values, status, the metric and the other headline metrics it reported, how far
+    it got (``epoch`` or ``step``) and the last line of its error."""
+    metric = study.metric
+    ranked = figures.rank_trials(finals, metric, study.mode) if metric else finals.iloc[0:0]
+    rest = finals.drop(index=ranked.index)
+    rest = rest.sort_values(["status", "trial_id"] if "status" in rest else ["trial_id"], kind="stable")
+    ordered = pd.concat([ranked, rest])
+    metrics = [m for m in dict.fromkeys([metric, *HEADLINE_METRICS]) if m and has_values(finals, m)]
+    reached = next((c for c in ("epoch", "step") if has_values(finals, c)), None)
+    cols = ["trial_id", *varied_axes(finals, include_seed=True), *(["status"] if "status" in finals else []),
+            *metrics, *([reached] if reached else []), *(["error"] if "error" in finals else [])]
+    table = ordered[cols].copy()
+    if "error" in table:
+        table["error"] = [_last_line(e) for e in table["error"]]
+    table.insert(0, "rank", pd.array(list(range(1, len(ranked) + 1)) + [pd.NA] * len(rest), dtype="Int64"))
+    table.columns = [c.removeprefix(CONFIG) for c in table.columns]
+    return table.reset_index(drop=True)
 
 
 def _reported(study: Study) -> list[str]:
@@ -439,12 +503,19 @@ def report_location(store: StudyStore, filename: str = "report.md") -> str:
 
 
 def write_report(storage: str, name: str) -> str:
-    """Write figures and ``report.md`` for study ``name``; return where report.md is."""
+    """Write figures, ``report.md`` and ``report.html`` for study ``name``; return where report.md is."""
     return write_study_report(load_study(name, storage))[1]
 
 
+def after_study(storage: str, name: str) -> str:
+    """The ``wd_study.after_study`` hook (pyproject): a finished study gets its report."""
+    return f"report: {write_report(storage, name)}"
+
+
 def write_study_report(study: Study, baseline: Study | None = None) -> tuple[Report, str]:
-    """Build the report of a loaded study, write it into its folder; return it and report.md's location."""
+    """Build the report of a loaded study, write it into its folder (figures, report.md and
+    report.html); return it and report.md's location."""
     report = build_report(study, baseline)
-    write_files(study.store, {**report.files, "report.md": report.markdown.encode()})
+    write_files(study.store, {**report.files, "report.md": report.markdown.encode(),
+                              "report.html": report.html.encode()})
     return report, report_location(study.store)

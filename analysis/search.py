@@ -28,16 +28,16 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures import (_clip, _colors, _figure, _format_y, _label, _legend, _log_if_wide, _mark_diverged,
-                              _name, _suptitle, _title)
+                              _name, _suptitle, _title, axis_label)
 from analysis.load import Study, column, fmt, has_values
 from analysis.stats import CONFIDENCE, t_interval
 
-SEARCHES = ("random", "optuna")
+SAMPLED_SEARCHES = ("random", "optuna")  # the searches that sample configs (not a grid)
 TOLERANCE = 0.02  # "within 2 % of the best": the benchmark's and the summary's default
 
 
 def is_search(spec: dict) -> bool:
-    return spec.get("search") in SEARCHES
+    return spec.get("search") in SAMPLED_SEARCHES
 
 
 def searched_axes(spec: dict) -> list[str]:
@@ -59,7 +59,7 @@ def _better(mode: str):
     return np.fmin.accumulate if mode == "min" else np.fmax.accumulate
 
 
-def _finite(series: pd.Series) -> np.ndarray:
+def _as_floats(series: pd.Series) -> np.ndarray:
     return pd.to_numeric(series, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
 
 
@@ -91,10 +91,10 @@ def progress(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[
     started = pd.to_datetime(frame["started_at"], utc=True) if "started_at" in frame else ended
     frame = frame.assign(_ended=ended, _started=started, _running=ended.isna())
     status = frame["status"].astype(str)
-    value = _finite(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
+    value = _as_floats(frame[metric]) if metric in frame else np.full(len(frame), np.nan)
     frame["value"] = np.where((status == "finished").to_numpy() & np.isfinite(value), value, np.nan)
-    frame["steps"] = _finite(frame[compute]) if compute in frame else np.nan
-    frame["seconds"] = _finite(frame["time_total_s"]) if "time_total_s" in frame else np.nan
+    frame["steps"] = _as_floats(frame[compute]) if compute in frame else np.nan
+    frame["seconds"] = _as_floats(frame["time_total_s"]) if "time_total_s" in frame else np.nan
     frame["status"] = status
     parts = []
     groups = frame.groupby(by, observed=True, sort=True, dropna=False) if by else [((), frame)]
@@ -211,7 +211,7 @@ def best_per_point(trials: pd.DataFrame, metric: str, mode: str = "min", by: Seq
     seed_col = column(seed)
     ax_col = column(axis)
     data = trials[trials["status"].astype(str) == "finished"].copy() if "status" in trials else trials.copy()
-    data["_value"] = _finite(data[metric]) if metric in data else np.nan
+    data["_value"] = _as_floats(data[metric]) if metric in data else np.nan
     data = data[np.isfinite(data["_value"])]
     keys = [*by_cols, *([seed_col] if seed_col in data else [])]
     if data.empty or ax_col not in data:
@@ -304,7 +304,7 @@ def search_progress(progress_frame: pd.DataFrame, metric: str, mode: str = "min"
     unit = "trial-steps" if progress_frame["steps"].notna().any() else "reports"
     for ax, xlabel in zip(axs[0], ("trials ended", f"compute spent ({unit})")):
         ax.set_xlabel(xlabel)
-        _format_y(ax, f"best {metric} so far")
+        _format_y(ax, metric, label=f"best {axis_label(metric)} so far")
         _log_if_wide(ax, "y", plotted)
         ax.grid(alpha=0.3)
     _legend(axs[0, 0])
@@ -338,17 +338,17 @@ def best_per_point_figure(table: pd.DataFrame, axis: str = "lr", by: str | None 
     ax.set_yscale("log" if (low > 0).all() and (bounds is None or bounds[0] > 0) else "linear")
     if bounds is not None:  # where in the searched range the best values lie
         ax.set_ylim(*bounds)
-    ax.set_ylabel(f"best {axis}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
+    ax.set_ylabel(f"best {axis_label(axis)}" + (f" (searched: {fmt(bounds[0])} to {fmt(bounds[1])})" if bounds else ""))
     mean = table["best_mean"].to_numpy(dtype=float)
     half = (table["best_ci_high"] - table["best_mean"]).to_numpy(dtype=float)
     ax2 = axs[0, 1]
     ax2.errorbar(positions, mean, yerr=np.where(np.isfinite(half), half, 0), fmt="none", capsize=4, color="tab:green")
     ax2.plot(positions, mean, "s-", color="tab:green",
              label=f"best {metric} (mean; bar: {int(CONFIDENCE * 100)}% t-interval over seeds)", gid="data:best_value")
-    _format_y(ax2, f"best {metric}")
+    _format_y(ax2, metric, label=f"best {axis_label(metric)}")
     for a in (ax, ax2):
         if by_col is not None:
-            a.set_xlabel(_name(by_col))
+            a.set_xlabel(axis_label(by_col))
             if numeric:
                 _log_if_wide(a, "x", positions)
             else:
@@ -370,8 +370,8 @@ def search_trials(trials: pd.DataFrame, metric: str, axis: str = "lr", by: Seque
     fig, axs = _figure(width=7.0, height=4.4)
     ax = axs[0, 0]
     status = trials["status"].astype(str)
-    value = _finite(trials[metric]) if metric in trials else np.full(len(trials), np.nan)
-    x = _finite(trials[column(axis)])
+    value = _as_floats(trials[metric]) if metric in trials else np.full(len(trials), np.nan)
+    x = _as_floats(trials[column(axis)])
     frame = trials.assign(_status=status.to_numpy(), _value=value, _x=x)
     groups = frame.groupby(by_cols, observed=True, sort=True, dropna=False) if by_cols else [((), frame)]
     groups = list(groups)
@@ -393,7 +393,7 @@ def search_trials(trials: pd.DataFrame, metric: str, axis: str = "lr", by: Seque
         clip = _clip(ax, shown["_value"], log=ax.get_yscale() == "log")
         _mark_diverged(ax, diverged["_x"], np.full(len(diverged), np.nan), clip,
                        note=f"diverged ({len(diverged)}), drawn at the top")
-    ax.set_xlabel(axis)
+    ax.set_xlabel(axis_label(axis))
     _format_y(ax, metric)
     ax.grid(alpha=0.3)
     _legend(ax)

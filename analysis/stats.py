@@ -7,22 +7,12 @@ initialisation and the batch order, so the per-seed difference removes that nois
 with Welch's unequal-variance t-interval otherwise. With one value per arm there is no
 seed spread: the interval is NaN and callers say so.
 
-Whether a difference *clears* a threshold δ (``clears``) depends on how many seeds the
-smaller arm has, because a t-interval over two seeds is uninformative (t₀.₉₇₅,₁ = 12.7):
-
-- n ≥ 3: the mean difference is ≥ δ **and** its 95 % t-interval excludes 0;
-- n = 2: **every** pair clears δ — both per-seed differences when the arms are paired by
-  seed, all four cross-seed differences otherwise (the ranges are δ apart);
-- n = 1: the point difference is ≥ δ, flagged as a single seed (no spread to compare with).
-
-The two-seed rule is a consistency check, not a significance test (both seeds on the
-same side has probability 1/4 under no effect); it is what two seeds allow. From three
-seeds on the interval is informative and decides, even when every seed pair clears δ
-but the seeds scatter by more than the margin.
-
-The words say which part failed: "below δ" (the mean difference is smaller than δ), "not
-significant" (the mean clears δ but the t-interval includes 0), or "not in every seed
-pair" (two seeds that disagree).
+Verdicts read these through ``decide`` (does a margin clear δ?) and ``equivalent`` (is a
+difference within ±ε?), each with three outcomes read off a two-sided 90 % interval (each
+bound a one-sided 95 % test): pass when the whole interval is on the claim's side of the
+threshold, fail when it is wholly on the other side, inconclusive when it straddles the
+threshold or an arm has one seed (no spread: one seed never passes). An inconclusive
+decision says how many seeds would decide at the observed spread.
 """
 
 from __future__ import annotations
@@ -152,72 +142,143 @@ def difference(a: pd.Series, b: pd.Series, confidence: float = CONFIDENCE) -> Di
     return Difference(diff, math.nan, math.nan, "single", len(a), len(b), cross)
 
 
+# ------------------------------------------------------------------ three-outcome decisions
+
+#: The two-sided level of the interval a verdict reads: each bound is a one-sided 95 % test.
+VERDICT_CONFIDENCE = 0.90
+PASS, FAIL, INCONCLUSIVE, NOT_APPLICABLE = "pass", "fail", "inconclusive", "not-applicable"
+OUTCOMES = (PASS, FAIL, INCONCLUSIVE, NOT_APPLICABLE)
+MAX_SEEDS_NEEDED = 1000
+
+
 @dataclass(frozen=True)
 class Decision:
-    """Whether a difference clears a threshold, by the rule its seed count allows (see module doc).
+    """One directional comparison judged against a threshold δ.
+
+    The margin is ``direction · (a − b)`` (paired by seed or Welch, see ``difference``) and
+    ``[low, high]`` its two-sided ``confidence`` t-interval:
+
+    - ``pass``: ``low ≥ δ`` — the whole interval clears δ;
+    - ``fail``: ``high < δ`` — the whole interval lies below δ: the data contradict an effect of size δ;
+    - ``inconclusive``: the interval straddles δ, or an arm has a single value (no seed
+      spread: one seed never passes). ``seeds_needed`` is then the least number of seeds
+      per arm whose interval, at the observed spread, would clear δ on the side the mean lies
+      (None when the spread is unknown).
 
     Args:
-        holds: the margin (the difference in the claimed direction) clears δ by the rule.
-        rule: ``t-interval`` (n ≥ 3), ``every pair`` (n = 2), ``single seed`` (n = 1) or ``none``.
-        outcome: ``clears δ``, ``below δ``, ``not significant``, ``not in every seed pair`` or ``no values``.
-        detail: the numbers behind it: the t-interval, the seed pairs, or the single-seed flag.
-        threshold: δ in words, e.g. ``δ = 0.50 pp``.
+        outcome: ``pass``, ``fail`` or ``inconclusive``.
+        margin, low, high: the margin and its interval (``low``/``high`` NaN without spread).
+        n: seeds of the smaller arm. method: ``paired``, ``welch`` or ``single``.
+        seeds_needed: see above. threshold: δ.
     """
 
-    holds: bool
-    rule: str
     outcome: str
-    detail: str
-    threshold: str = "δ"
+    margin: float
+    low: float
+    high: float
+    n: int
+    method: str
+    threshold: float
+    seeds_needed: int | None = None
+    pairs: tuple[float, ...] = ()
 
     @property
-    def text(self) -> str:
-        """E.g. ``clears δ = 0.50 pp on average but not in every seed pair (seed pairs +0.26, +0.74 pp)``."""
-        verb = {"clears δ": f"clears {self.threshold}", "below δ": f"below {self.threshold}",
-                "not significant": f"clears {self.threshold} on average but not significant",
-                "not in every seed pair": f"clears {self.threshold} on average but not in every seed pair"}
-        return f"{verb.get(self.outcome, self.outcome)} ({self.detail})"
+    def holds(self) -> bool:
+        return self.outcome == PASS
+
+    def describe(self, show: Callable[[float], str] = lambda v: f"{v:+.4g}", confidence: float = VERDICT_CONFIDENCE) -> str:
+        """E.g. ``+0.82 pp, 90% paired t-interval [+0.51, +1.13] over 4 seeds vs δ = 0.25 pp: pass``."""
+        threshold = show(self.threshold).lstrip("+")
+        if self.method == "single" or math.isnan(self.low):
+            if math.isnan(self.margin):
+                return "no finite value in one of the arms"
+            return (f"{show(self.margin)} from one seed per arm: no seed spread (one seed never passes; "
+                    f"run ≥ 3 seeds)")
+        kind = "paired" if self.method == "paired" else "Welch"
+        text = (f"{show(self.margin)}, {confidence:.0%} {kind} t-interval [{show(self.low)}, {show(self.high)}] "
+                f"over {self.n} seeds vs δ = {threshold}")
+        if self.outcome == INCONCLUSIVE:
+            text += (f": straddles δ; ≈{self.seeds_needed} seeds per arm would decide at this spread"
+                     if self.seeds_needed else ": straddles δ; no seed count up to "
+                     f"{MAX_SEEDS_NEEDED} would decide at this spread")
+        return text
 
 
-def _plain(value: float) -> str:
-    return f"{value:+.4g}"
+def seeds_to_decide(spread: float, distance: float, confidence: float = VERDICT_CONFIDENCE) -> int | None:
+    """The least n ≥ 2 with ``t_{(1+c)/2, n−1} · spread / √n < distance`` (None if none ≤ MAX_SEEDS_NEEDED).
 
-
-def clears(d: Difference, delta: float, *, direction: int = 1, confidence: float = CONFIDENCE,
-           show: Callable[[float], str] = _plain) -> Decision:
-    """Does ``direction · d`` clear ``delta`` beyond the seed noise (the rule in the module doc)?
-
-    Args:
-        d: the difference (``difference(a, b)``).
-        delta: the least margin that counts (≥ 0).
-        direction: +1 when ``a`` must exceed ``b`` by δ, −1 when it must fall below ``b`` by δ.
-        confidence: of the t-interval (n ≥ 3).
-        show: formats a difference for the text (e.g. in percentage points).
+    ``spread`` is the standard deviation of one seed's margin (paired: of the per-seed
+    differences; Welch: √(s_a² + s_b²)), ``distance`` how far the mean margin is from δ.
     """
+    if not (math.isfinite(spread) and math.isfinite(distance)) or distance <= 0:
+        return None
+    if spread == 0:
+        return 2
+    for n in range(2, MAX_SEEDS_NEEDED + 1):
+        if t_quantile(confidence, n - 1) * spread / math.sqrt(n) < distance:
+            return n
+    return None
+
+
+def _spread(d: Difference, a: pd.Series | None, b: pd.Series | None) -> float:
+    if d.method == "paired":
+        return float(np.std(d.pairs, ddof=1)) if len(d.pairs) >= 2 else math.nan
+    if a is None or b is None or len(a) < 2 or len(b) < 2:
+        return math.nan
+    return math.sqrt(float(pd.Series(a).var(ddof=1)) + float(pd.Series(b).var(ddof=1)))
+
+
+def decide(a: pd.Series, b: pd.Series, delta: float, *, direction: int = 1,
+           confidence: float = VERDICT_CONFIDENCE) -> Decision:
+    """Is ``direction · (a − b) ≥ delta``? ``a``, ``b``: finite values indexed by seed (see ``Decision``)."""
     if direction not in (1, -1):
         raise ValueError(f"direction must be +1 or -1, got {direction!r}")
-    threshold = f"δ = {show(delta).lstrip('+')}"
-    if math.isnan(d.diff):
-        return Decision(False, "none", "no values", "no finite value in one of the arms", threshold)
-    margin = direction * d.diff
-    every = bool(d.pairs) and all(direction * p >= delta for p in d.pairs)
-    shown = ", ".join(show(p) for p in d.pairs[:6]) + (", …" if len(d.pairs) > 6 else "")
-    what = "seed pairs" if d.method == "paired" else "cross-seed pairs"
+    a = pd.Series(a, dtype="float64")
+    b = pd.Series(b, dtype="float64")
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    d = difference(a, b, confidence)
     n = d.seeds
-    if n >= 3 and d.has_interval:
-        how = d.describe(confidence, show=show)
-        if margin < delta:
-            return Decision(False, "t-interval", "below δ", how, threshold)
-        if not (d.low > 0 if direction > 0 else d.high < 0):
-            note = f"; yet all {len(d.pairs)} {what} clear δ: {shown}" if every else ""
-            return Decision(False, "t-interval", "not significant", f"the {how} includes 0{note}", threshold)
-        return Decision(True, "t-interval", "clears δ", how, threshold)
-    if n >= 2:
-        if every:
-            return Decision(True, "every pair", "clears δ", f"all {len(d.pairs)} {what} clear it: {shown}", threshold)
-        if margin < delta:
-            return Decision(False, "every pair", "below δ", f"{what} {shown}", threshold)
-        return Decision(False, "every pair", "not in every seed pair",
-                        f"{what} {shown}; with {n} seeds every pair must clear δ", threshold)
-    return Decision(margin >= delta, "single seed", "clears δ" if margin >= delta else "below δ",
-                    "single seed: a point difference, no seed spread", threshold)
+    if math.isnan(d.diff):
+        return Decision(INCONCLUSIVE, math.nan, math.nan, math.nan, n, d.method, delta)
+    margin = direction * d.diff
+    pairs = tuple(direction * p for p in d.pairs)
+    if not d.has_interval:
+        return Decision(INCONCLUSIVE, margin, math.nan, math.nan, n, d.method, delta, None, pairs)
+    low, high = sorted((direction * d.low, direction * d.high))
+    if low >= delta:
+        return Decision(PASS, margin, low, high, n, d.method, delta, None, pairs)
+    if high < delta:
+        return Decision(FAIL, margin, low, high, n, d.method, delta, None, pairs)
+    needed = seeds_to_decide(_spread(d, a, b), abs(margin - delta), confidence)
+    return Decision(INCONCLUSIVE, margin, low, high, n, d.method, delta, needed, pairs)
+
+
+def equivalent(a: pd.Series, b: pd.Series, epsilon: float, *, confidence: float = VERDICT_CONFIDENCE) -> Decision:
+    """Is ``|a − b| < epsilon``? An equivalence test (two one-sided tests at the interval's level).
+
+    ``pass`` when the whole interval lies inside (−ε, ε); ``fail`` when it lies wholly
+    outside (the difference is ≥ ε, with confidence); ``inconclusive`` otherwise or with one seed.
+    """
+    a = pd.Series(a, dtype="float64")
+    b = pd.Series(b, dtype="float64")
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    d = difference(a, b, confidence)
+    n = d.seeds
+    if math.isnan(d.diff) or not d.has_interval:
+        return Decision(INCONCLUSIVE, d.diff, math.nan, math.nan, n, d.method, epsilon, None, d.pairs)
+    if -epsilon < d.low and d.high < epsilon:
+        return Decision(PASS, d.diff, d.low, d.high, n, d.method, epsilon, None, d.pairs)
+    if d.low >= epsilon or d.high <= -epsilon:
+        return Decision(FAIL, d.diff, d.low, d.high, n, d.method, epsilon, None, d.pairs)
+    needed = seeds_to_decide(_spread(d, a, b), abs(epsilon - abs(d.diff)), confidence)
+    return Decision(INCONCLUSIVE, d.diff, d.low, d.high, n, d.method, epsilon, needed, d.pairs)
+
+
+def combine(outcomes) -> str:
+    """A claim of several parts: fail if any part fails, pass if every part passes, else inconclusive."""
+    outcomes = [o for o in outcomes if o != NOT_APPLICABLE]
+    if not outcomes:
+        return NOT_APPLICABLE
+    if FAIL in outcomes:
+        return FAIL
+    return PASS if all(o == PASS for o in outcomes) else INCONCLUSIVE

@@ -13,6 +13,7 @@ import contextlib
 import json
 import logging
 import os
+import posixpath
 import shlex
 import signal
 import sys
@@ -23,7 +24,8 @@ import pandas as pd
 import pyarrow.fs as pafs
 import yaml
 
-from study.lock import STALE_AFTER_S, DriverLock, StudyBusy, read_lock
+from study import internals
+from study.lock import LOCK_FILE, STALE_AFTER_S, DriverLock, StudyBusy, read_lock
 from study.provenance import provenance
 from study.spec import StudySpec, parse_spec
 from study.store import ENDED, TUNE_DIR, StoreError, StoreWriter, StudyStore, config_key, display_storage
@@ -258,25 +260,25 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
             return _resume(spec, store, address=address, retry_failed=False, progress=progress, stream=stream,
                            graceful_sigterm=graceful_sigterm)
         if not overwrite:
-            raise LaunchError(f"study {spec.name!r} already exists in {display_storage(storage)} "
-                              f"({_status_summary(store)}); pass --resume to finish it, --overwrite to "
-                              f"replace it, or choose another --name")
-    if overwrite or not store.exists():
-        leftovers = [f for f in store.files(skip_tune=False) if not f.endswith("/driver.lock")]
-        if leftovers and not overwrite:
-            raise LaunchError(f"{store.root} exists and holds files that are not a stored study "
-                              f"(e.g. {leftovers[0]}); choose another --name or move them away")
-        if leftovers:
-            store.check_files()  # refuse to delete a Parquet file that is not ours (or is corrupt)
-            store.delete()
+            raise _exists_error(spec, store, storage)
+    _check_replaceable(store, overwrite)  # read-only: what the overwrite would delete is checked first
 
     ensure_ray(address)
+    lock = DriverLock(store, command="launch", on_lost=_stop_this_driver)
+    writer = None
     try:
-        with DriverLock(store, command="launch"), sigterm_as_sigint(graceful_sigterm):
+        with lock, sigterm_as_sigint(graceful_sigterm):
+            # Checked again under the lock: another driver may have created (or finished) the
+            # study since the checks above, while this one started Ray.
+            if store.exists() and not overwrite:
+                raise _exists_error(spec, store, storage, meanwhile=True)
+            _check_replaceable(store, overwrite)
+            if overwrite:
+                store.delete(keep=(LOCK_FILE,))
             info = provenance()
             store.write_text("spec.yaml", yaml.safe_dump(spec.to_dict(), sort_keys=False))
             store.write_text("study.json", json.dumps(_study_info(spec, info), indent=2))
-            writer = StoreWriter(store, info)
+            writer = StoreWriter(store, info, metric_types=study_metric_types(spec), lock=lock)
             search, search_callbacks = _search(spec, store)
             tuner = _new_tuner(spec, store, _trainable(spec),
                                _callbacks(spec, writer, None, progress, stream) + search_callbacks, search)
@@ -285,9 +287,50 @@ def launch(spec: StudySpec, *, storage: str = DEFAULT_STORAGE, address: str | No
             finally:
                 _search_done(search_callbacks)
             writer.close()
+            _refuse_if_lost(lock, store)
     except StudyBusy as exc:
         raise LaunchError(_busy_message(store, exc.info)) from None
+    except KeyboardInterrupt:
+        _refuse_if_lost(lock, store)
+        raise
     return StudyResult(spec=spec, store=store, result_grid=result_grid, searcher=_optuna_searcher(search))
+
+
+def _exists_error(spec: StudySpec, store: StudyStore, storage: str, meanwhile: bool = False) -> LaunchError:
+    when = " (another driver created it while this one started)" if meanwhile else ""
+    return LaunchError(f"study {spec.name!r} already exists in {display_storage(storage)}{when} "
+                       f"({_status_summary(store)}); pass --resume to finish it, --overwrite to "
+                       f"replace it, or choose another --name")
+
+
+def _check_replaceable(store: StudyStore, overwrite: bool) -> None:
+    """Refuse a study folder that holds files which are not a study's (without ``overwrite``),
+    or a Parquet file that is not ours or is corrupt (with it: the overwrite would delete it)."""
+    leftovers = [f for f in store.files(skip_tune=False) if posixpath.basename(f) != LOCK_FILE]
+    if leftovers and not overwrite:
+        raise LaunchError(f"{store.root} exists and holds files that are not a stored study "
+                          f"(e.g. {leftovers[0]}); choose another --name or move them away")
+    if leftovers:
+        store.check_files()
+
+
+def _stop_this_driver() -> None:
+    """The lock was lost (another driver took the study over): stop Ray Tune as Ctrl-C does.
+
+    Called from the heartbeat thread; the store writer already refuses to write. A driver
+    that does not run in the main thread cannot be interrupted and stops writing only.
+    """
+    main = threading.main_thread()
+    if main.is_alive() and main is not threading.current_thread():
+        signal.pthread_kill(main.ident, signal.SIGINT)
+
+
+def _refuse_if_lost(lock: DriverLock, store: StudyStore) -> None:
+    if lock.lost.is_set():
+        holder = read_lock(store)
+        by = f" by {holder.describe()}" if holder is not None else ""
+        raise LaunchError(f"this driver lost the lock of study {store.name!r} (taken over{by}, e.g. after "
+                          f"its heartbeat stalled for over {STALE_AFTER_S:.0f}s); it stopped and wrote no more")
 
 
 def resume(name: str, *, storage: str = DEFAULT_STORAGE, address: str | None = None, retry_failed: bool = False,
@@ -314,17 +357,21 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
     from ray import tune
 
     info = provenance()
-    writer = StoreWriter(store, info)
-    writer.load_existing()  # reads every trials/metrics file: a bad one stops us before any write
+    # Read (and so checked) before Ray starts, for a quick refusal; read again under the lock,
+    # since a driver that ran the study meanwhile may have changed it.
+    StoreWriter(store, info).load_existing()
     store.check_files()
-    ended_ids, ended_keys = writer.ended(include_failed=not retry_failed)
-    skip = EndedTrials(ended_ids, ended_keys)
-    counts, best = _progress_so_far(store, writer, spec, retry_failed)
 
     ensure_ray(address)
+    lock = DriverLock(store, command="resume", on_lost=_stop_this_driver)
     try:
-        with DriverLock(store, command="resume"), sigterm_as_sigint(graceful_sigterm):
-            study = json.loads(store.read_text("study.json")) if store._is_file(store.path("study.json")) else {}
+        with lock, sigterm_as_sigint(graceful_sigterm):
+            writer = StoreWriter(store, info, metric_types=study_metric_types(spec), lock=lock)
+            writer.load_existing()
+            ended_ids, ended_keys = writer.ended(include_failed=not retry_failed)
+            skip = EndedTrials(ended_ids, ended_keys)
+            counts, best = _progress_so_far(store, writer, spec, retry_failed)
+            study = json.loads(store.read_text("study.json")) if store.has_file("study.json") else {}
             study.setdefault("resumed", []).append({"at": pd.Timestamp.now(tz="UTC").isoformat(),
                                                     "retry_failed": retry_failed, **info})
             store.write_text("study.json", json.dumps(study, indent=2))
@@ -345,9 +392,29 @@ def _resume(spec: StudySpec, store: StudyStore, *, address, retry_failed: bool, 
             finally:
                 _search_done(search_callbacks)
             writer.close()
+            _refuse_if_lost(lock, store)
     except StudyBusy as exc:
         raise LaunchError(_busy_message(store, exc.info)) from None
+    except KeyboardInterrupt:
+        _refuse_if_lost(lock, store)
+        raise
     return StudyResult(spec=spec, store=store, result_grid=result_grid, searcher=_optuna_searcher(search))
+
+
+def study_metric_types(spec: StudySpec) -> dict[str, str]:
+    """Every column a metric part file of the study carries (name → Arrow type): Ray's two
+    and the trainable's full metric schema for every value the spec gives its model keys."""
+    import itertools
+
+    from study.store import RAY_METRIC_TYPES
+    from trainables.registry import get_trainable
+
+    info = get_trainable(spec.trainable)
+    defaults = info.config_class()()
+    keys = list(info.config_metrics_keys)
+    choices = [spec.axes.get(k, (spec.config.get(k, getattr(defaults, k, None)),)) for k in keys]
+    configs = [{**spec.config, **dict(zip(keys, values))} for values in itertools.product(*choices)]
+    return {**RAY_METRIC_TYPES, **info.metric_schema(configs)}
 
 
 def _progress_so_far(store: StudyStore, writer: StoreWriter, spec: StudySpec, retry_failed: bool):
@@ -367,16 +434,11 @@ def _progress_so_far(store: StudyStore, writer: StoreWriter, spec: StudySpec, re
 
 
 def _replace_callbacks(tuner, callbacks) -> None:
-    """Give a restored Tuner this driver's callbacks (Tune would use the pickled ones of the first run).
-
-    Ray Tune has no public setter (ray-project/ray#41364); the restored run config is
-    reached through the local tuner, which exists unless Ray Client runs the Tuner remotely.
-    """
-    local = getattr(tuner, "_local_tuner", None)
-    if local is None:
+    """Give a restored Tuner this driver's callbacks (Tune would use the pickled ones of the first run)."""
+    if internals.is_remote_tuner(tuner):
         raise LaunchError("resume through Ray Client (ray://...) is not supported; run the driver on the "
                           "cluster, e.g. `ray job submit -- python -m study resume NAME`")
-    local.get_run_config().callbacks = callbacks
+    internals.replace_callbacks(tuner, callbacks)
 
 
 # ---------------------------------------------------------------- search beyond the grid
@@ -438,13 +500,8 @@ def _stored_reports(store: StudyStore, writer: StoreWriter, metric: str, time_at
 def _replace_search(tuner, search: dict) -> None:
     """Give a restored Tuner this driver's searcher and scheduler (see ``_replace_callbacks``):
     Ray Tune restores the searcher's state into it from the experiment folder."""
-    local = getattr(tuner, "_local_tuner", None)
-    config = getattr(local, "_tune_config", None)
-    if config is None or not search:
-        return
-    for key in ("search_alg", "scheduler"):
-        if key in search:
-            setattr(config, key, search[key])
+    if search:
+        internals.replace_search(tuner, search)
 
 
 def _search_done(callbacks: list) -> None:
@@ -480,4 +537,4 @@ def _packed_callbacks(callbacks: list) -> list:
 
 
 __all__ = ["launch", "resume", "ensure_ray", "LaunchError", "StudyResult", "StoreError", "DEFAULT_STORAGE",
-           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note"]
+           "EndedTrials", "stored_spec", "trial_resources", "checkpoint_note", "study_metric_types"]

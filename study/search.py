@@ -407,14 +407,13 @@ class OptunaLocation:
         os.makedirs(os.path.dirname(self.local_path), exist_ok=True)
         if os.path.exists(self.local_path):
             os.remove(self.local_path)
-        remote = self.store.path(OPTUNA_DB)
-        if self.store._is_file(remote):
-            with self.store.fs.open_input_stream(remote) as f, open(self.local_path, "wb") as out:
-                out.write(f.read())
+        if self.store.has_file(OPTUNA_DB):
+            with open(self.local_path, "wb") as out:
+                out.write(self.store.read_bytes(OPTUNA_DB))
 
     def upload(self) -> None:
         if self.remote and os.path.exists(self.local_path):
             with open(self.local_path, "rb") as f:
-                self.store._write_bytes(self.store.path(OPTUNA_DB), f.read())
+                self.store.write_bytes(OPTUNA_DB, f.read())
 
 

@@ -23,6 +23,9 @@ from ray.tune.schedulers import AsyncHyperBandScheduler, FIFOScheduler, MedianSt
 from ray.tune.search import BasicVariantGenerator, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
+from study.internals import (asha_knows, mark_completed, optuna_study, optuna_trials, replay_asha, replay_median,
+                             scheduler_time_attr, trial_by_number, unbuffered)
+from study.spec import is_finite_number
 from study.search import STATUS_ATTR, OptunaLocation, Range, _build_sampler, _quiet_optuna, study_names
 from study.store import config_key
 from trainables.session import STATUS_KEY
@@ -91,9 +94,9 @@ class PointSearch(OptunaSearch):
 
     def attach(self, trial_id: str, number: int) -> None:
         """Map a Ray Tune trial to an existing Optuna trial (one Ray Tune resumes)."""
-        frozen = self._ot_study.get_trials(deepcopy=False)[number]
-        self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, frozen._trial_id)
-        self._steps()[trial_id] = set(frozen.intermediate_values)
+        study = optuna_study(self)
+        optuna_trials(self)[trial_id] = trial_by_number(study, number)
+        self._steps()[trial_id] = set(study.get_trials(deepcopy=False)[number].intermediate_values)
 
     def _steps(self) -> dict[str, set]:
         if not hasattr(self, "_reported_steps"):
@@ -102,24 +105,24 @@ class PointSearch(OptunaSearch):
 
     def report(self, trial_id: str, value: float, step: int) -> None:
         """An intermediate value, once per step (a restored trial repeats steps)."""
-        trial = self._ot_trials.get(trial_id)
+        trial = optuna_trials(self).get(trial_id)
         seen = self._steps().setdefault(trial_id, set())
         if trial is not None and math.isfinite(value) and step not in seen:
             trial.report(value, step)
             seen.add(step)
 
     def finish(self, trial_id: str, status: str, value: float | None) -> None:
-        trial = self._ot_trials.get(trial_id)
-        if trial is None or self._ot_study.get_trials(deepcopy=False)[trial.number].state != RUNNING:
+        trial, study = optuna_trials(self).get(trial_id), optuna_study(self)
+        if trial is None or study.get_trials(deepcopy=False)[trial.number].state != RUNNING:
             return  # told before (a driver that died after telling Optuna, or Ray Tune re-ran it)
         trial.set_user_attr(STATUS_ATTR, status)
         if status == "finished" and value is not None and math.isfinite(value):
-            self._ot_study.tell(trial, value)
+            study.tell(trial, value)
         elif status in ("stopped", "diverged", "finished"):
-            self._ot_study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            self._ot_study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        self._completed_trials.add(trial_id)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        mark_completed(self, trial_id)
 
 
 class ConditionedOptunaSearch(Searcher):
@@ -186,7 +189,7 @@ class ConditionedOptunaSearch(Searcher):
                                      sampler=self._sampler_for(shared, name, existing), study_name=name,
                                      storage=shared)
                 if name not in existing:
-                    search._ot_study.set_user_attr("wd_study", {
+                    optuna_study(search).set_user_attr("wd_study", {
                         **self.meta, "grid_point": point, "metric": self.objective, "mode": self.direction,
                         "space": {a: r.to_yaml() for a, r in self.ranges.items()},
                         "num_samples": self.num_samples, "seed": self.seed})
@@ -219,7 +222,7 @@ class ConditionedOptunaSearch(Searcher):
         the store has one; otherwise the trial is marked ``lost`` (FAIL, not counted) and
         queued to run again with the same parameters.
         """
-        study = search._ot_study
+        study = optuna_study(search)
         used = 0
         for frozen in study.get_trials(deepcopy=False):
             if frozen.user_attrs.get("lost") or frozen.state == WAITING:
@@ -236,7 +239,7 @@ class ConditionedOptunaSearch(Searcher):
                 search.attach(f"lost-{frozen.number}", frozen.number)
                 search.finish(f"lost-{frozen.number}", *self.ended[key])
             else:
-                trial = optuna.trial.Trial(study, frozen._trial_id)
+                trial = trial_by_number(study, frozen.number)
                 trial.set_user_attr("lost", "its driver died before Ray Tune saved the trial; it runs again")
                 study.tell(trial, state=optuna.trial.TrialState.FAIL)
                 study.enqueue_trial(frozen.params, user_attrs={"rerun_of": frozen.number})
@@ -257,9 +260,9 @@ class ConditionedOptunaSearch(Searcher):
         search = searches[index]
         with _quiet_optuna():
             params = search.suggest(trial_id)
-            trial = search._ot_trials[trial_id]
+            trial = optuna_trials(search)[trial_id]
             trial.set_user_attr("ray_trial_id", trial_id)
-            study = search._ot_study
+            study = optuna_study(search)
             study.set_user_attr("sampler_state", {  # after every ask: a resume continues the same draws
                 "trials": len(study.get_trials(deepcopy=False)),
                 "pickle": base64.b64encode(pickle.dumps(study.sampler)).decode()})
@@ -342,7 +345,7 @@ class PerGridPointScheduler(FIFOScheduler):
         self.name, self.options, self.objective, self.direction = name, dict(options), metric, mode
         self.group_by = tuple(group_by)
         self.groups: dict[tuple, TrialScheduler] = {}
-        self._supports_buffered_results = False  # stopping decisions need every result as it comes
+        unbuffered(self)  # stopping decisions need every result as it comes
 
     def group(self, config: Mapping) -> tuple:
         return tuple(repr(config.get(axis)) for axis in self.group_by)
@@ -364,7 +367,7 @@ class PerGridPointScheduler(FIFOScheduler):
 
     def on_trial_complete(self, tune_controller, trial, result):
         inner = self._of(trial)
-        if self.name == "asha" and trial.trial_id not in inner._trial_info:
+        if self.name == "asha" and not asha_knows(inner, trial.trial_id):
             return  # a trial that restarted in this run without on_trial_add (restored): nothing recorded
         inner.on_trial_complete(tune_controller, trial, result)
 
@@ -373,7 +376,7 @@ class PerGridPointScheduler(FIFOScheduler):
 
     def on_trial_remove(self, tune_controller, trial):
         inner = self._of(trial)
-        if self.name == "asha" and trial.trial_id not in inner._trial_info:
+        if self.name == "asha" and not asha_knows(inner, trial.trial_id):
             return
         inner.on_trial_remove(tune_controller, trial)
 
@@ -391,16 +394,14 @@ class PerGridPointScheduler(FIFOScheduler):
             inner = self.groups.setdefault(self.group(config), _scheduler(self.name, self.options, self.objective,
                                                                           self.direction))
             stub = _StoredTrial(trial_id, config)
-            usable = [r for r in results if _finite(r.get(self.objective)) and r.get(inner._time_attr) is not None]
+            time_attr = scheduler_time_attr(inner)
+            usable = [r for r in results if is_finite_number(r.get(self.objective)) and r.get(time_attr) is not None]
             if not usable:
                 continue
             if self.name == "asha":
-                bracket = inner._brackets[0]
-                sign = inner._metric_op
-                for r in usable:
-                    bracket.on_result(stub, r[inner._time_attr], sign * r[self.objective])
+                replay_asha(inner, stub, usable, self.objective)
             else:
-                inner._results[stub] = list(usable)
+                replay_median(inner, stub, usable)
             fed += 1
         return fed
 
@@ -416,10 +417,6 @@ class _StoredTrial:
 
     def __eq__(self, other):
         return getattr(other, "trial_id", None) == self.trial_id
-
-
-def _finite(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 # ---------------------------------------------------------------- for launch and resume

@@ -4,6 +4,7 @@
 
     name: quickstart
     trainable: lm                 # a registered trainable (see `python -m study list`)
+    imports: []                   # modules to import first: they register trainables of your own
     config: {steps: 600}          # fixed values of the trainable's config
     axes:                         # the grid: one trial per combination
       weight_decay: [0.0, 0.3]
@@ -23,26 +24,53 @@ Every problem is a ``SpecError`` whose one-line message names the file and the k
 
 from __future__ import annotations
 
+import importlib
 import itertools
+import math
 import os
 import re
+import reprlib
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from typing import Any, Mapping
 
 import yaml
 
+from study.errors import short_repr
 from study.search import SEARCHES, Range, parse_range, parse_sampler, parse_scheduler
 from trainables.registry import ConfigError, check_value, config_fields, get_trainable
 
 MODES = ("min", "max")
 # Ray Tune's own result keys that a stop criterion may name besides the trainable's metrics.
 RAY_STOP_KEYS = ("training_iteration", "time_total_s")
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")  # used with fullmatch: no trailing newline
+# Bounds on what a spec may hold, checked before anything else reads it: a spec is a page of
+# YAML, and a YAML alias bomb or a runaway grid must not exhaust the machine.
+MAX_SPEC_BYTES = 1 << 20
+MAX_SPEC_VALUES = 100_000  # scalars and containers, after expanding YAML aliases
+MAX_SPEC_DEPTH = 32
+DEFAULT_MAX_TRIALS = 100_000  # trials of one study unless its spec (max_trials) or --max-trials raises it
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1  # every integer lands in a Parquet int64 column
+SEED_MAX = 2**32 - 1  # numpy's RandomState (Ray Tune's random search, Optuna's samplers) takes 32-bit seeds
+MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 class SpecError(ValueError):
     """A study spec that cannot run; the message is one line naming the source and key."""
+
+
+def check_name(name: Any, where: str = "name") -> str:
+    """Return ``name`` if it can name a study folder, else raise ``SpecError``.
+
+    The one check of every study name a user gives (a spec's ``name``, ``--name``, the name
+    given to resume, status, report, compare...): letters, digits, '.', '_', '-', at most
+    100 characters, a letter or digit first; so never a path (no separator, no '..', not
+    absolute) and nothing after it (a full match: no trailing newline).
+    """
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name) or ".." in name:
+        raise SpecError(f"{where}: {short_repr(name)} is not a valid study name (letters, digits, '.', '_', '-', "
+                        f"at most 100, a letter or digit first, no '..'; a folder name, not a path)")
+    return name
 
 
 @dataclass(frozen=True)
@@ -80,6 +108,10 @@ class StudySpec:
         scheduler: early stopping ``{asha|median: options}``, every option resolved, or None.
         pack: grid points trained together in one Ray trial (1: each its own trial); points
             differing only in the trainable's packable axes share a pack (``study.packs``).
+        imports: Python modules imported before ``trainable`` is looked up; each registers
+            trainables of its own with ``trainables.register`` (docs/write-a-trainable.md).
+        max_trials: the most trials the spec may make (None: ``DEFAULT_MAX_TRIALS``); the
+            count is computed from the axes' lengths before any trial is enumerated.
     """
 
     name: str
@@ -103,11 +135,31 @@ class StudySpec:
     sampler: Mapping[str, Any] | None = None
     scheduler: Mapping[str, Any] | None = None
     pack: int = 1
+    imports: tuple[str, ...] = ()
+    max_trials: int | None = None
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest)."""
         names = list(self.axes)
         return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+
+    def grid_points(self, indices) -> list[dict[str, Any]]:
+        """The grid points at the given positions of ``grid()``, computed without building the grid."""
+        names = list(self.axes)
+        points = []
+        for index in indices:
+            point = {}
+            for name in reversed(names):  # the last axis varies fastest
+                values = self.axes[name]
+                index, at = divmod(index, len(values))
+                point[name] = values[at]
+            points.append({name: point[name] for name in names})
+        return points
+
+    @property
+    def num_points(self) -> int:
+        """The number of grid points (the product of the axes' lengths)."""
+        return math.prod(len(values) for values in self.axes.values())
 
     def trial_configs(self) -> list[dict[str, Any]]:
         """The full config of every trial of a grid (of every search of a random/optuna study:
@@ -152,6 +204,10 @@ class StudySpec:
             data["scheduler"] = {k: dict(v) for k, v in self.scheduler.items()}
         if data.pop("pack") > 1:  # an unpacked study's spec.yaml stays as it was
             data["pack"] = self.pack
+        if data.pop("imports"):  # likewise a spec without imports
+            data["imports"] = list(self.imports)
+        if data.pop("max_trials") is not None:  # a raised cap is kept, so that resume accepts the spec
+            data["max_trials"] = self.max_trials
         return data
 
 
@@ -173,7 +229,17 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
+# Numbers as a user writes them: YAML 1.1 (PyYAML) reads 1e-3 and 1e308 as strings (its floats
+# need a dot and a signed exponent); YAML 1.2 and every programming language read them as floats.
+_UniqueKeyLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$"),
+    list("-+0123456789."))
+
+
 def parse_yaml(text: str, source: str) -> Any:
+    """Parse YAML text (a spec, a ``--set`` value) with unique keys and user-style floats;
+    any problem, however odd the text, is a one-line ``SpecError``."""
     try:
         return yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as exc:
@@ -181,6 +247,10 @@ def parse_yaml(text: str, source: str) -> Any:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise SpecError(f"{source}: malformed YAML{where}: {problem}") from None
+    except RecursionError:
+        raise SpecError(f"{source}: malformed YAML: nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of more than 4,300 digits
+        raise SpecError(f"{source}: malformed YAML: {short_repr(str(exc), 120)}") from None
 
 
 def preset_names() -> list[str]:
@@ -205,8 +275,7 @@ def load_spec(ref: str, overrides: list[str] | tuple[str, ...] = (), name: str |
         if not os.path.isfile(ref):
             raise SpecError(f"{ref}: no such spec file")
         source = ref
-        with open(ref, encoding="utf-8") as f:
-            text = f.read()
+        text = read_spec_file(ref)
     else:
         raise SpecError(f"unknown preset {ref!r}; presets: {', '.join(preset_names())} (or give a path to a YAML spec)")
     data = parse_yaml(text, source)
@@ -216,6 +285,22 @@ def load_spec(ref: str, overrides: list[str] | tuple[str, ...] = (), name: str |
     if name is not None:
         data["name"] = name
     return parse_spec(data, source)
+
+
+def read_spec_file(path: str) -> str:
+    """The text of a spec file; a file too large for a spec, unreadable or not UTF-8 is a ``SpecError``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(MAX_SPEC_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec file ({exc.strerror or exc})") from None
+    if len(raw) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: larger than {MAX_SPEC_BYTES >> 20} MiB; a spec is a page of YAML")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: not UTF-8 text (byte {exc.start}: {raw[exc.start:exc.start + 1]!r}); "
+                        f"save the spec as UTF-8") from None
 
 
 def apply_overrides(data: dict, overrides, source: str) -> dict:
@@ -249,7 +334,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
-             "num_samples", "search_seed", "sampler", "scheduler", "pack")
+             "num_samples", "search_seed", "sampler", "scheduler", "pack", "imports", "max_trials")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -258,22 +343,24 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     def fail(key: str, message: str) -> SpecError:
         return SpecError(f"{source}: {key}: {message}")
 
+    if not isinstance(data, Mapping):
+        raise SpecError(f"{source}: a spec must be a mapping, got {type(data).__name__}")
+    check_plain(data, fail)
     unknown = [k for k in data if k not in SPEC_KEYS]
     if unknown:
-        raise fail(str(unknown[0]), f"unknown key; known keys: {', '.join(SPEC_KEYS)}")
+        raise fail(_key(unknown[0]), f"unknown key; known keys: {', '.join(SPEC_KEYS)}")
     for required in ("name", "trainable"):
         if required not in data:
             raise fail(required, "missing")
 
-    name = data["name"]
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise fail("name", f"{name!r} is not a valid study name (letters, digits, '.', '_', '-'; a folder name)")
+    name = check_name(data["name"], f"{source}: name")
+    imports = _import_modules(data.get("imports"), fail)
     try:
         info = get_trainable(data["trainable"]) if isinstance(data["trainable"], str) else None
     except ConfigError as exc:
         raise fail("trainable", exc.message) from None
     if info is None:
-        raise fail("trainable", f"expected a name, got {data['trainable']!r}")
+        raise fail("trainable", f"expected a name, got {short_repr(data['trainable'])}")
     config_class = info.config_class()
 
     config_in = _mapping(data.get("config", {}), "config", fail)
@@ -296,58 +383,72 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
             ranges[axis] = parse_range(config_class, axis, values, fail)
             continue
         if not isinstance(values, list):
-            raise fail(key, f"expected a list of values, got {values!r}")
+            raise fail(key, f"expected a list of values, got {short_repr(values)}")
         if not values:
             raise fail(key, "empty list; an axis needs at least one value")
         checked = [_checked(config_class, axis, v, f"{key}[{i}]", fail) for i, v in enumerate(values)]
         if len(set(map(repr, checked))) != len(checked):
-            raise fail(key, f"repeated values in {values!r}")
+            raise fail(key, f"repeated values in {short_repr(values)}")
         axes[axis] = tuple(checked)
 
+    max_trials = data.get("max_trials")
+    if max_trials is not None and (not _is_int(max_trials) or max_trials < 1):
+        raise fail("max_trials", f"expected a positive integer or null (default {DEFAULT_MAX_TRIALS:,}), "
+                                 f"got {short_repr(max_trials)}")
+    points = math.prod(len(values) for values in axes.values())  # counted, never enumerated
+    _check_size(points * _samples(data), max_trials, fail)
     _check_trials(config_class, config, axes, ranges, fail)
 
     search = data.get("search", "grid")
     if search not in SEARCHES:
-        raise fail("search", f"unknown search {search!r}; choose one of {', '.join(SEARCHES)}")
+        raise fail("search", f"unknown search {short_repr(search)}; choose one of {', '.join(SEARCHES)}")
     metric = data.get("metric", info.default_metric)
     if not metric and (data.get("scheduler") not in (None, "none") or search == "optuna"):
         what = "scheduler" if data.get("scheduler") not in (None, "none") else "search"
         raise fail(what, f"{data.get(what)} compares trials on a metric; set metric: (trainable {info.name} "
                    f"reports {', '.join(info.metrics)})")
     if metric not in info.metrics:
-        raise fail("metric", f"{metric!r} is not reported by trainable {info.name}; it reports {', '.join(info.metrics)}")
+        raise fail("metric", f"{short_repr(metric)} is not reported by trainable {info.name}; it reports "
+                             f"{', '.join(info.metrics)}")
     mode = data.get("mode", info.default_mode)
     if mode not in MODES:
-        raise fail("mode", f"expected min or max, got {mode!r}")
+        raise fail("mode", f"expected min or max, got {short_repr(mode)}")
 
     res_in = _mapping(data.get("resources", {}), "resources", fail)
     for key in res_in:
         if key not in ("cpu", "gpu"):
-            raise fail(f"resources.{key}", "unknown resource; use cpu and gpu")
+            raise fail(f"resources.{_key(key)}", "unknown resource; use cpu and gpu")
     cpu, gpu = res_in.get("cpu", 1), res_in.get("gpu", 0)
-    if not _is_number(cpu) or cpu <= 0:
-        raise fail("resources.cpu", f"expected a number > 0, got {cpu!r}")
-    if not _is_number(gpu) or gpu < 0:
-        raise fail("resources.gpu", f"expected a number >= 0 (fractions share a GPU), got {gpu!r}")
+    if not is_finite_number(cpu) or cpu <= 0:
+        raise fail("resources.cpu", f"expected a number > 0, got {short_repr(cpu)}")
+    if not is_finite_number(gpu) or gpu < 0:
+        raise fail("resources.gpu", f"expected a number >= 0 (fractions share a GPU), got {short_repr(gpu)}")
     if 1 < gpu != int(gpu):
         raise fail("resources.gpu", f"more than one GPU must be a whole number, got {gpu!r}")
 
     max_concurrent = data.get("max_concurrent")
     if max_concurrent is not None and (not _is_int(max_concurrent) or max_concurrent < 1):
-        raise fail("max_concurrent", f"expected a positive integer or null, got {max_concurrent!r}")
+        raise fail("max_concurrent", f"expected a positive integer or null, got {short_repr(max_concurrent)}")
     max_failures = data.get("max_failures", 0)
     if not _is_int(max_failures) or max_failures < 0:
-        raise fail("max_failures", f"expected an integer >= 0, got {max_failures!r}")
+        raise fail("max_failures", f"expected an integer >= 0, got {short_repr(max_failures)}")
     keep_checkpoints = data.get("keep_checkpoints", 2)
     if keep_checkpoints is not None and (not _is_int(keep_checkpoints) or keep_checkpoints < 1):
-        raise fail("keep_checkpoints", f"expected a positive integer or null (keep all), got {keep_checkpoints!r}")
+        raise fail("keep_checkpoints", f"expected a positive integer or null (keep all), got "
+                                       f"{short_repr(keep_checkpoints)}")
 
     stop = _mapping(data.get("stop", {}), "stop", fail)
     for key, value in stop.items():
         if key not in RAY_STOP_KEYS and key not in info.metrics:
-            raise fail(f"stop.{key}", f"not a reported metric; use {', '.join(RAY_STOP_KEYS)} or one of the trainable's metrics")
-        if not _is_number(value):
-            raise fail(f"stop.{key}", f"expected a number, got {value!r}")
+            raise fail(f"stop.{_key(key)}", f"not a reported metric; use {', '.join(RAY_STOP_KEYS)} or one of "
+                                                  f"the trainable's metrics")
+        if not is_finite_number(value):
+            raise fail(f"stop.{key}", f"expected a finite number, got {short_repr(value)}")
+        if key == "time_total_s" and value <= 0:
+            raise fail(f"stop.{key}", f"expected seconds > 0 (the trial stops once it has run that long), got {value!r}")
+        if key == "training_iteration" and (not _is_int(value) or value < 1):
+            raise fail(f"stop.{key}", f"expected an integer >= 1 (the trial stops after that many reports), "
+                                      f"got {value!r}")
 
     description = data.get("description", "")
     if not isinstance(description, str):
@@ -370,14 +471,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     elif num_samples is None:
         raise fail("num_samples", f"missing: the budget of the {search} search, in trials per grid point")
     elif not _is_int(num_samples) or num_samples < 1:
-        raise fail("num_samples", f"expected an integer >= 1 (trials per grid point), got {num_samples!r}")
+        raise fail("num_samples", f"expected an integer >= 1 (trials per grid point), got {short_repr(num_samples)}")
     search_seed = data.get("search_seed")
     if search == "grid" and search_seed is not None:
         raise fail("search_seed", "only a random or optuna search is seeded (a grid has nothing to draw)")
     if search != "grid":
         search_seed = 0 if search_seed is None else search_seed
-        if not _is_int(search_seed) or search_seed < 0:
-            raise fail("search_seed", f"expected an integer >= 0, got {search_seed!r}")
+        if not _is_int(search_seed) or not 0 <= search_seed <= SEED_MAX:
+            raise fail("search_seed", f"expected an integer >= 0 and < 2**32, got {short_repr(search_seed)}")
     sampler = data.get("sampler")
     if sampler is not None and search != "optuna":
         raise fail("sampler", f"an Optuna sampler needs search: optuna (this spec's search is {search})")
@@ -391,24 +492,120 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
-        pack=pack,
+        pack=pack, imports=imports, max_trials=max_trials,
     )
+
+
+def _import_modules(imports: Any, fail) -> tuple[str, ...]:
+    """Import the spec's ``imports`` (module names), so that the trainables they register with
+    ``trainables.register`` can be named by ``trainable``. Importing runs the module's code: a
+    spec with ``imports`` is code, to be trusted as such. Ray workers import the trainable's
+    module themselves, so it must be importable there too (installed, or under the driver's
+    working folder, which Ray puts on its local workers' path)."""
+    if imports is None:
+        return ()
+    if not isinstance(imports, list) or not all(isinstance(m, str) and MODULE_PATTERN.fullmatch(m) for m in imports):
+        raise fail("imports", f"expected a list of module names such as [examples.logreg.trainable], "
+                              f"got {reprlib.repr(imports)}")
+    for i, module in enumerate(imports):
+        try:
+            importlib.import_module(module)
+        except Exception as exc:  # the user's module: whatever its import raises is a problem of this spec
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise fail(f"imports[{i}]", f"cannot import {module!r}: {type(exc).__name__}: {first}") from None
+    return tuple(imports)
+
+
+def check_plain(data: Any, fail) -> None:
+    """Refuse a spec that is not small plain data before anything else reads it: more than
+    ``MAX_SPEC_VALUES`` values once YAML aliases are expanded (an alias bomb), nested deeper
+    than ``MAX_SPEC_DEPTH`` (or referring to itself), an integer outside int64, a float that
+    is not finite. The walk is iterative and stops at the first problem, so it is bounded
+    whatever the input."""
+    stack, seen = [(data, "", 0)], 0
+    while stack:
+        value, path, depth = stack.pop()
+        seen += 1
+        if seen > MAX_SPEC_VALUES:
+            raise fail("spec", f"more than {MAX_SPEC_VALUES:,} values (counting what YAML aliases repeat); "
+                               f"a spec is a page of YAML")
+        if depth > MAX_SPEC_DEPTH:
+            raise fail(path, f"nested deeper than {MAX_SPEC_DEPTH} levels (or refers to itself)")
+        if isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise fail(path or "spec", f"{short_repr(value, 24)} is out of range (integers are 64-bit, "
+                                           f"at most {INT64_MAX:.2e} in size)")
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise fail(path or "spec", f"expected a finite number, got {value!r}")
+        elif isinstance(value, Mapping):
+            children = [(v, f"{path}.{_key(k)}" if path else _key(k), depth + 1) for k, v in value.items()]
+            stack.extend(reversed(children))
+        elif isinstance(value, (list, tuple)):
+            stack.extend(reversed([(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]))
+
+
+def _key(key: Any) -> str:
+    """A mapping key as a path element of an error message, abbreviated."""
+    if isinstance(key, str):
+        return key if len(key) <= 40 else key[:30] + "..." + key[-7:]
+    return short_repr(key, 40)
+
+
+def _samples(data: Mapping[str, Any]) -> int:
+    """The spec's trials per grid point as far as it can be read before validation (for the size check)."""
+    n = data.get("num_samples")
+    return n if _is_int(n) and n > 1 and data.get("search", "grid") != "grid" else 1
+
+
+def _check_size(trials: int, max_trials: int | None, fail) -> None:
+    cap = DEFAULT_MAX_TRIALS if max_trials is None else max_trials
+    if trials > cap:
+        raise fail("axes", f"{trials:,} trials, more than the cap of {cap:,}; shrink the grid, or raise the cap "
+                           f"(max_trials: {trials} in the spec, or --max-trials {trials})")
 
 
 def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fail) -> None:
     """Build every trial's config, so that a combination of values the trainable refuses
     (e.g. a CIFAR model on the 1-D dataset) fails here, before anything is launched. A
-    searched range stands in with its two ends (a choice with each of its values)."""
+    searched range stands in with its two ends (a choice with each of its values). Beyond
+    ``CHECKED_COMBINATIONS`` (a grid whose cap was raised), every pair of values of every
+    two axes is checked instead, the other axes at their first value: the trainables'
+    constraints relate two keys at a time."""
     values = {**axes, **{n: r.values if r.kind == "choice" else (r.low, r.high) for n, r in ranges.items()}}
-    names = list(values)
-    for combo in itertools.product(*(values[n] for n in names)):
-        point = dict(zip(names, combo))
+    for point in _combinations(values):
         try:
             config_class(**config, **point)
         except ConfigError as exc:
             where = f"axes.{exc.key}" if exc.key in point else f"config.{exc.key}"
             trial = f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})" if len(point) else ""
             raise fail(where, exc.message + trial) from None
+
+
+CHECKED_COMBINATIONS = 100_000
+
+
+def _combinations(values: dict[str, tuple]):
+    """Every combination of the values, or (beyond the budget) every pair of values of two
+    axes, or (beyond it still) every value of each axis, the other axes at their first value."""
+    names = list(values)
+    if math.prod(len(v) for v in values.values()) <= CHECKED_COMBINATIONS:
+        for combo in itertools.product(*(values[n] for n in names)):
+            yield dict(zip(names, combo))
+        return
+    first = {n: v[0] for n, v in values.items()}
+    pairs = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]]
+    if sum(len(values[a]) * len(values[b]) for a, b in pairs) <= CHECKED_COMBINATIONS:
+        for a, b in pairs:
+            for x in values[a]:
+                for y in values[b]:
+                    yield {**first, a: x, b: y}
+        return
+    for a in names:
+        for x in values[a]:
+            yield {**first, a: x}
 
 
 def _pack(data: Mapping[str, Any], info, config_class: type, config: dict, axes: dict, stop: dict, fail) -> int:
@@ -418,7 +615,7 @@ def _pack(data: Mapping[str, Any], info, config_class: type, config: dict, axes:
         return 1
     if not _is_int(pack) or pack < 1:
         raise fail("pack", f"expected an integer >= 1 (grid points trained together in one trial; 1: no packing), "
-                           f"got {pack!r}")
+                           f"got {short_repr(pack)}")
     if pack == 1:
         return 1
     from trainables.packing import pack_problem
@@ -444,7 +641,7 @@ def _mapping(value: Any, key: str, fail) -> dict:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise fail(key, f"expected a mapping, got {value!r}")
+        raise fail(key, f"expected a mapping, got {short_repr(value)}")
     return value
 
 
@@ -457,6 +654,11 @@ def _checked(config_class: type, name: str, value: Any, key: str, fail) -> Any:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def is_finite_number(value: Any) -> bool:
+    """A finite int or float (not a bool): what a metric value or a numeric spec field must be."""
+    return _is_number(value) and math.isfinite(value)
 
 
 def _is_int(value: Any) -> bool:

@@ -12,7 +12,9 @@ Layout under a storage root (a local folder, or a URI that pyarrow or fsspec und
     STORE/<study>/driver.lock             while a driver runs the study: its host, pid, heartbeat
 
 Every file is written whole under a temporary name and renamed into place, so a
-reader never sees half a file. Parquet files carry a ``wd_study`` metadata entry;
+reader never sees half a file; on a local filesystem the file is fsynced before the rename
+and its folder after it, so a power loss leaves the old file or the new one, never an
+empty one (an object store publishes an object only once its upload completed). Parquet files carry a ``wd_study`` metadata entry;
 a Parquet file without it (or one that does not parse) is refused with a
 ``StoreError`` naming the file, and nothing is written over it.
 
@@ -25,7 +27,12 @@ after its worker or the driver died, or by ``resume --retry-failed``),
 ``restored_from_iteration`` (the checkpoint its last restart resumed from; empty when it
 started from scratch), ``git_commit``, ``git_dirty``, ``versions`` (JSON), ``driver_host``.
 Metric rows hold what the trainable reported plus Ray's ``training_iteration`` and
-``time_total_s``; the trial id comes from the partition folder.
+``time_total_s``; the trial id comes from the partition folder. Every metric part file of a
+study carries the same columns, in the same order and with the same types: the trainable's
+full metric schema (``TrainableInfo.metric_schema``), null where a report has no value, so
+that plain readers (``pd.read_parquet``, polars, DuckDB), which take the schema from one
+file, see every column. (Stores written before this have only the reported columns per
+file; ``StudyStore.read_metrics`` reads both.)
 
 What survives a crash (``StoreWriter``): every report is stored exactly once per
 ``training_iteration``. Rows are flushed to a new part file before Ray Tune records a
@@ -38,6 +45,7 @@ that Ray Tune re-creates under a new id after a driver crash continues the store
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import posixpath
@@ -57,6 +65,8 @@ STATUSES = ("running", "finished", "diverged", "failed", "stopped")
 ENDED = ("finished", "diverged", "failed", "stopped")
 CONFIG_PREFIX = "config/"
 TUNE_DIR = "tune"
+# What Ray Tune adds to every metric row (``study.callbacks.metric_row``), as Arrow types.
+RAY_METRIC_TYPES = {"training_iteration": "int64", "time_total_s": "double"}
 
 
 class StoreError(RuntimeError):
@@ -167,10 +177,21 @@ class StudyStore:
                 raise StoreError(f"{path}: a Parquet file that is not part of the wd-study store; "
                                  f"move it out of the study folder")
 
-    def delete(self) -> None:
-        """Remove the study folder and everything in it (``--overwrite``)."""
-        if self.folder_exists():
+    def delete(self, *, keep: tuple[str, ...] = ()) -> None:
+        """Remove the study folder and everything in it (``--overwrite``), except the top-level
+        entries named in ``keep`` (the lock of the driver that overwrites)."""
+        if not self.folder_exists():
+            return
+        if not keep:
             self.fs.delete_dir(self.root)
+            return
+        for entry in self.fs.get_file_info(pafs.FileSelector(self.root)):
+            if entry.base_name in keep:
+                continue
+            if entry.type == pafs.FileType.Directory:
+                self.fs.delete_dir(entry.path)
+            else:
+                self.fs.delete_file(entry.path)
 
     def _is_file(self, path: str) -> bool:
         return self.fs.get_file_info(path).type == pafs.FileType.File
@@ -178,13 +199,18 @@ class StudyStore:
     # ------------------------------------------------------------ writing
 
     def _write_bytes(self, path: str, data: bytes) -> None:
-        self.fs.create_dir(posixpath.dirname(path), recursive=True)
         if isinstance(self.fs, pafs.LocalFileSystem):
-            tmp = posixpath.join(posixpath.dirname(path), f".{posixpath.basename(path)}.{uuid.uuid4().hex}.tmp")
-            with self.fs.open_output_stream(tmp) as f:
-                f.write(data)
-            self.fs.move(tmp, path)  # rename: atomic on a local filesystem
+            folder = os.path.dirname(path)
+            make_dirs_durable(folder)
+            tmp = durable_temp(folder, os.path.basename(path), data)
+            try:
+                os.replace(tmp, path)  # atomic on a local filesystem
+            except OSError:
+                _remove_quietly(tmp)
+                raise
+            fsync_dir(folder)  # the rename itself survives a power loss
         else:  # object stores publish an object only when its upload completes
+            self.fs.create_dir(posixpath.dirname(path), recursive=True)
             with self.fs.open_output_stream(path) as f:
                 f.write(data)
 
@@ -195,22 +221,37 @@ class StudyStore:
         pq.write_table(table, sink, compression="zstd")
         self._write_bytes(path, sink.getvalue().to_pybytes())
 
-    def write_text(self, filename: str, text: str) -> None:
-        self._write_bytes(self.path(filename), text.encode())
+    def has_file(self, filename: str) -> bool:
+        """Whether the study folder holds ``filename`` (a path relative to it) as a file."""
+        return self._is_file(self.path(filename))
 
-    def read_text(self, filename: str) -> str:
+    def write_bytes(self, filename: str, data: bytes) -> None:
+        """Publish ``filename`` (relative to the study folder) whole: durable and atomic locally,
+        an object store publishes an object when its upload completes."""
+        self._write_bytes(self.path(filename), data)
+
+    def read_bytes(self, filename: str) -> bytes:
         path = self.path(filename)
         if not self._is_file(path):
             raise StoreError(f"{path}: not found")
         with self.fs.open_input_stream(path) as f:
-            return f.read().decode()
+            return f.read()
+
+    def write_text(self, filename: str, text: str) -> None:
+        self.write_bytes(filename, text.encode())
+
+    def read_text(self, filename: str) -> str:
+        return self.read_bytes(filename).decode()
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
         self._write_table(self.path("trials.parquet"), rows_to_table(rows), "trials")
 
-    def write_metrics_part(self, trial_id: str, part: int, rows: list[dict[str, Any]]) -> None:
+    def write_metrics_part(self, trial_id: str, part: int, rows: list[dict[str, Any]],
+                           types: dict[str, str] | None = None) -> None:
+        """One metric part file; ``types`` (column → Arrow type name) is the study's full metric
+        schema: every column it names is in the file, null where no row has a value."""
         path = self.path("metrics", f"trial_id={trial_id}", f"part-{part:06d}.parquet")
-        self._write_table(path, rows_to_table(rows), "metrics")
+        self._write_table(path, rows_to_table(rows, types), "metrics")
 
     # ------------------------------------------------------------ reading
 
@@ -274,10 +315,6 @@ class StudyStore:
         frame.insert(0, "trial_id", frame.pop("trial_id").astype(str))
         order = ["trial_id"] + (["training_iteration"] if "training_iteration" in frame else [])
         return frame.sort_values(order, kind="stable").reset_index(drop=True)
-
-    def stored_iterations(self) -> dict[str, int]:
-        """Per trial, the highest ``training_iteration`` already in the metrics files."""
-        return {trial_id: last for trial_id, (_, last) in self.stored_reports().items()}
 
     def stored_reports(self) -> dict[str, tuple[int, int]]:
         """Per trial, (rows stored, highest ``training_iteration``) from the metrics files.
@@ -355,9 +392,11 @@ class StoreWriter:
     """
 
     def __init__(self, store: StudyStore, provenance: dict[str, Any], *, flush_rows: int = 5000,
-                 flush_seconds: float = 5.0):
+                 flush_seconds: float = 5.0, metric_types: dict[str, str] | None = None, lock=None):
         self.store = store
+        self.lock = lock  # a study.lock.DriverLock: once it is lost, nothing more is written
         self.provenance = provenance
+        self.metric_types = metric_types  # the study's metric schema: every part file carries it whole
         self.flush_rows, self.flush_seconds = flush_rows, flush_seconds
         self.trials: dict[str, dict[str, Any]] = {}
         self.buffers: dict[str, list[dict[str, Any]]] = {}
@@ -370,6 +409,9 @@ class StoreWriter:
         self.buffered = 0
         self.last_flush = time.monotonic()
         self.trials_dirty = False
+
+    def __getstate__(self):  # Ray Tune pickles its callbacks; a lock (its thread and events) stays here
+        return {**self.__dict__, "lock": None}
 
     def load_existing(self) -> None:
         """Continue a study already in the store (resume): keep its rows and part numbers.
@@ -510,16 +552,21 @@ class StoreWriter:
     def close(self) -> None:
         self.flush()
 
+    def _lost(self) -> bool:
+        return self.lock is not None and self.lock.lost.is_set()
+
     def _flush_trial(self, trial_id: str) -> None:
         rows = self.buffers.pop(trial_id, [])
-        if not rows:
+        self.buffered -= len(rows)
+        if not rows or self._lost():  # another driver owns the study now
             return
         part = self.parts.get(trial_id, 0)
-        self.store.write_metrics_part(trial_id, part, rows)
+        self.store.write_metrics_part(trial_id, part, rows, self.metric_types)
         self.parts[trial_id] = part + 1
-        self.buffered -= len(rows)
 
     def _write_trials(self) -> None:
+        if self._lost():
+            return
         # sorted by id: Ray Tune's ids count up in grid order
         self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
         self.trials_dirty = False
@@ -540,11 +587,88 @@ def _python(value: Any) -> Any:
     return value
 
 
-def rows_to_table(rows: Iterable[dict[str, Any]]) -> pa.Table:
+def rows_to_table(rows: Iterable[dict[str, Any]], types: dict[str, str] | None = None) -> pa.Table:
     """Rows with possibly different keys as one table: every key a column, missing values null.
 
-    (``pa.Table.from_pylist`` takes its columns from the first row only.)
+    (``pa.Table.from_pylist`` takes its columns from the first row only.) ``types`` maps
+    column names to Arrow type names (``int64``, ``double``, ...): those columns come first,
+    in that order and of that type, whether or not a row has them; a value that does not
+    fit its declared type leaves the column as Arrow infers it (``StudyStore`` still reads it).
     """
     rows = list(rows)
-    keys = dict.fromkeys(k for row in rows for k in row)
-    return pa.Table.from_pydict({k: [row.get(k) for row in rows] for k in keys})
+    types = types or {}
+    keys = dict.fromkeys([*types, *(k for row in rows for k in row)])
+    return pa.Table.from_pydict({k: _column([row.get(k) for row in rows], types.get(k)) for k in keys})
+
+
+def _column(values: list, type_name: str | None) -> pa.Array:
+    inferred = pa.array(values)
+    if type_name is None:
+        return inferred
+    try:  # a safe cast: 3.0 becomes 3 in an int64 column, 4.5 is not truncated
+        return inferred.cast(pa.type_for_alias(type_name), safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return inferred
+
+
+# ---------------------------------------------------------------- durable local writes
+
+
+def durable_temp(folder: str, name: str, data: bytes) -> str:
+    """Write ``data`` to a new hidden temporary file in ``folder``, fsynced; returns its path.
+
+    Publishing it (a rename, or a link that fails when the target exists) is the caller's.
+    """
+    tmp = os.path.join(folder, f".{name}.{uuid.uuid4().hex}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)  # the data is on disk before any name makes it visible
+    except BaseException:
+        os.close(fd)
+        _remove_quietly(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def fsync_dir(folder: str) -> None:
+    """Make the folder's entries (a rename, a new file) durable; a no-op where the filesystem
+    cannot fsync a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
+
+
+def make_dirs_durable(folder: str) -> None:
+    """``os.makedirs(folder)``, fsyncing the parent of every folder it creates."""
+    missing = []
+    while folder and not os.path.isdir(folder):
+        missing.append(folder)
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            break
+        folder = parent
+    for path in reversed(missing):
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            pass
+        fsync_dir(os.path.dirname(path))
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.remove(path)
+    except FileNotFoundError:
+        pass

@@ -66,7 +66,8 @@ def test_ushape_spread_is_the_seed_range_and_the_axes_fit_the_data(stores):
         assert low == pytest.approx(vision_error(lr, 1e-3, 0)) and high == pytest.approx(vision_error(lr, 1e-3, 2))
     bottom, top = fig.axes[0].get_ylim()
     assert 0 <= bottom < 0.03 and top < 0.07  # from the data (3%…5.3%), not from -20% to 100%
-    assert fig.axes[0].get_yscale() == "linear" and fig.axes[0].get_ylabel() == "finetune_test_error (%)"
+    assert fig.axes[0].get_yscale() == "linear" and fig.axes[0].get_ylabel() == "test error of the fine-tuned copy (%)"
+    assert fig.axes[0].get_xlabel() == "learning rate"
     fig.canvas.draw()
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels and all(t.endswith("%") for t in labels if t) and len(set(labels)) == len(labels)
@@ -136,12 +137,13 @@ def test_norms_and_effective_lr_panels(stores):
     np.testing.assert_allclose(eff[:, 1], expected)
     assert fig.axes[2].get_yscale() == "log" and "η/‖w‖²" in fig.axes[2].get_ylabel()
     lm = figures.norms(stores["lm"].curves())  # the LM's effective LR is Adam's, not η/‖w‖²
-    assert "Adam" in [ax.get_ylabel() for ax in lm.axes if ax.get_ylabel().startswith("effective_lr")][0]
+    assert "Adam" in [ax.get_ylabel() for ax in lm.axes if ax.get_ylabel().startswith("effective learning rate")][0]
 
 
 def test_hessian_trace_uses_the_fine_tuned_copies(stores):
     fig = figures.hessian_trace(stores["vision"].curves())
-    assert [ax.get_ylabel().split()[0] for ax in fig.axes if ax.get_ylabel()] == ["finetune_hessian_trace", "hessian_trace"]
+    assert [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()] == ["Tr(Hessian) of the fine-tuned copy",
+                                                                        "Tr(Hessian) of the iterate"]
     branch = xy(fig, "data:finetune_hessian_trace:lr=0.1, weight_decay=0")
     np.testing.assert_allclose(branch, [[e, 50 * 0.1 * e] for e in VISION_BRANCH_EPOCHS])
 
@@ -268,3 +270,102 @@ def test_figures_render_to_png_and_svg(stores):
     svg = render(draw(), "svg")
     assert b"<svg" in svg and render(draw(), "svg") == svg  # no timestamp, fixed ids: a rerun gives the same file
     assert math.isfinite(fig.axes[0].get_ylim()[1])
+
+
+# ------------------------------------------------------------------ labels, categories, contrast (issue 15, point 3)
+
+def test_axis_labels_are_words_for_the_columns_that_drew_them(stores):
+    vision, lm, bf16 = stores["vision"], stores["lm"], stores["bf16"]
+    ushape = figures.ushape(vision.finals(), "test_error").axes[0]
+    assert (ushape.get_xlabel(), ushape.get_ylabel()) == ("learning rate", "test error (%)")
+    heat = figures.heatmap(vision.finals(), "finetune_test_error")
+    assert (heat.axes[0].get_xlabel(), heat.axes[0].get_ylabel()) == ("weight decay", "learning rate")
+    assert heat.axes[1].get_ylabel() == "test error of the fine-tuned copy (%)"  # the colour bar
+    chin = figures.chinchilla(lm.curves(), "val_loss")
+    assert (chin.axes[0].get_xlabel(), chin.axes[0].get_ylabel()) == ("tokens seen", "validation loss (nats)")
+    assert chin.axes[2].get_ylabel().startswith("validation loss (nats)\nWD − WD 0")
+    assert figures.train_val_gap(lm.curves()).axes[0].get_xlabel() == "weight decay"
+    div = figures.divergence_curves(bf16.curves(), "train_loss").axes[0]
+    assert (div.get_xlabel(), div.get_ylabel()) == ("step", "training loss (nats)")
+    status = figures.status_map(bf16.trials).axes[0]
+    assert (status.get_xlabel(), status.get_ylabel()) == ("weight decay", "learning rate")
+    iso = figures.isolation(lm.finals(), "val_loss")
+    assert [ax.get_xlabel() for ax in iso.axes] == ["LR schedule", "weight decay"]
+    assert iso.axes[0].get_ylabel() == "validation loss (nats)"
+    # names outside the map still read as words, errors with their unit
+    assert figures.axis_label("config/beta_2") == "beta 2" and figures.axis_label("val_error") == "val error (%)"
+
+
+def plan_figures(study):
+    from analysis.report import figure_plan
+
+    finals, curves = study.finals(), study.curves()
+    for item in figure_plan(study, finals, curves):
+        if item.draw is not None:
+            yield item.key, item.draw(), finals, curves
+
+
+def test_no_report_figure_labels_an_axis_with_a_raw_column_name(stores):
+    """Every axis (colour bars included) of every figure a report draws, on each store."""
+    import re
+
+    for study in stores.values():
+        for key, fig, finals, curves in plan_figures(study):
+            names = {str(c).removeprefix("config/") for c in [*finals.columns, *curves.columns]}
+            snake = {n for n in names if "_" in n}  # val_loss, weight_decay, finetune_test_error, ...
+            renamed = {n for n in names if figures.axis_label(n) != n}  # lr → learning rate, schedule → LR schedule
+            for ax in fig.axes:
+                for text in (ax.get_xlabel(), ax.get_ylabel()):
+                    words = set(re.findall(r"[A-Za-z0-9_/]+", text))
+                    raw = (words & snake) | ({text.strip()} & renamed)
+                    assert not raw, f"{study.name}/{key}: axis label {text!r} uses {raw}"
+
+
+def test_every_data_line_is_legible_on_white(stores):
+    from matplotlib import colormaps
+
+    assert figures.contrast("white", "black") == pytest.approx(21.0)
+    assert figures.contrast(colormaps["viridis"](0.9)) < 2  # the lime end the report used to draw with
+    lime = figures.legible(colormaps["viridis"](0.9))
+    assert figures.contrast(lime) >= figures.MIN_CONTRAST
+    assert lime[1] > lime[0] > lime[2]  # darkened, same hue (green > red > blue)
+    assert figures.legible("tab:blue") == pytest.approx(matplotlib_rgb("tab:blue"))  # legible already: unchanged
+    for n in (2, 5, 9):
+        palette = figures._colors(n, sequential=True)
+        assert len(set(palette)) == n and min(map(figures.contrast, palette)) >= figures.MIN_CONTRAST
+    for study in stores.values():
+        for key, fig, _, _ in plan_figures(study):
+            for ax in fig.axes:
+                for line in ax.lines:
+                    if (line.get_gid() or "").startswith("data:") and line.get_alpha() in (None, 1):
+                        assert figures.contrast(line.get_color(), ax.get_facecolor()) >= figures.MIN_CONTRAST, \
+                            f"{study.name}/{key}: {line.get_gid()} in {line.get_color()}"
+
+
+def matplotlib_rgb(name):
+    from matplotlib.colors import to_rgb
+
+    return to_rgb(name)
+
+
+def test_isolation_draws_categories_as_points_on_one_y_scale_with_the_seed_spread(stores):
+    fig = figures.isolation(stores["lm"].finals(), "val_loss")
+    schedule, wd = xy(fig, "data:schedule"), xy(fig, "data:weight_decay")
+    # best over WD per schedule: cosine's best is WD 0.3 (it crosses below WD 0 at step 850), constant's WD 0
+    cosine = 1.5 + 3.0 * math.exp(-1000 / 250) + 0.1 * 0.3 * (LM_CROSSING_STEP - 1000) / LM_CROSSING_STEP + 0.01
+    constant = 1.5 + 3.0 * math.exp(-1000 / 250) + 0.01
+    np.testing.assert_allclose(schedule, [[0, cosine], [1, constant]])
+    np.testing.assert_allclose(wd, [[0.0, constant], [0.3, cosine]])
+    lines = {ln.get_gid(): ln for ax in fig.axes for ln in ax.lines}
+    assert lines["data:schedule"].get_linestyle() == "None" and lines["data:schedule"].get_marker() == "o"
+    assert lines["data:weight_decay"].get_linestyle() == "-"  # numeric values are ordered: a line is honest
+    assert fig.axes[0].get_xlim() == (-0.5, 1.5)
+    # the bars are the min–max over the 3 seeds of the best grid point (seed offsets ±0.001)
+    for name, means in (("schedule", [cosine, constant]), ("weight_decay", [constant, cosine])):
+        expected = sorted(zip(xy(fig, f"data:{name}")[:, 0], np.array(means) - 0.001, np.array(means) + 0.001))
+        np.testing.assert_allclose(bars(fig, f"spread:{name}"), expected)
+    # one y scale: the same limits in every panel, which hold every bar
+    assert fig.axes[0].get_ylim() == fig.axes[1].get_ylim()
+    assert fig.axes[0].get_shared_y_axes().joined(fig.axes[0], fig.axes[1])
+    low, high = fig.axes[0].get_ylim()
+    assert low < cosine - 0.001 and high > constant + 0.001

@@ -111,14 +111,14 @@ def lm_loss(step: int, wd: float, schedule: str, seed: int) -> float:
     return base + 0.02 * step / 1000
 
 
-def write_lm_store(storage: str, name: str = "lm", *, drop: tuple[str, ...] = ()) -> StudyStore:
+def write_lm_store(storage: str, name: str = "lm", *, drop: tuple[str, ...] = (), seeds=SEEDS) -> StudyStore:
     spec = {"name": name, "trainable": "lm", "config": {"steps": 1000, "lr": 6e-3},
-            "axes": {"schedule": list(LM_SCHEDULES), "weight_decay": list(LM_WDS), "seed": list(SEEDS)},
+            "axes": {"schedule": list(LM_SCHEDULES), "weight_decay": list(LM_WDS), "seed": list(seeds)},
             "metric": "val_loss", "mode": "min"}
     store, writer = _start(storage, name, spec)
     for schedule in LM_SCHEDULES:
         for wd in LM_WDS:
-            for seed in SEEDS:
+            for seed in seeds:
                 trial_id = f"{schedule}_wd{wd}_s{seed}"
                 writer.trial_started(trial_id, {"steps": 1000, "lr": 6e-3, "schedule": schedule, "weight_decay": wd,
                                                 "seed": seed})

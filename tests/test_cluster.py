@@ -33,7 +33,16 @@ def test_cluster_yaml_is_a_valid_ray_cluster_config():
     assert workers and all(t["node_config"]["InstanceType"].startswith(("g", "p")) for t in workers.values())
     assert all(0 <= t["min_workers"] <= t["max_workers"] for t in workers.values())
     assert config["file_mounts"] == {"~/wd-study": "."}
-    assert any("./install.sh" in command for command in config["setup_commands"])
+    # every node installs the driver's lock, then the project without re-resolving, then checks
+    setup = config["setup_commands"]
+    lock_at = next(i for i, c in enumerate(setup) if "pip install" in c and "-r ~/wd-study/requirements-cluster.txt" in c)
+    project_at = next(i for i, c in enumerate(setup) if "pip install" in c and "--no-deps -e ~/wd-study" in c)
+    check_at = next(i for i, c in enumerate(setup) if "python -m study.cluster check requirements-cluster.txt" in c)
+    assert lock_at < project_at < check_at
+    assert not any("ray[default]==$(" in c for c in setup)  # no more resolving Ray's version per node
+    # workers sync data_dir from object storage at setup and run under their own narrow profile
+    assert any(c.startswith("aws s3 sync s3://") and " /data" in c for c in config["worker_setup_commands"])
+    assert {t["node_config"]["IamInstanceProfile"]["Name"] for t in workers.values()} == {"wd-study-worker"}
 
     broken = dict(config, max_workerz=3)
     with pytest.raises(jsonschema.ValidationError, match="max_workerz"):

@@ -18,7 +18,6 @@ import time
 
 import pandas as pd
 import pytest
-import torch
 import yaml
 
 from study import parse_spec
@@ -26,7 +25,7 @@ from study.launch import LaunchError, launch, resume
 from study.lock import DriverLock, DriverInfo, StudyBusy, read_lock
 from study.store import StoreWriter, StudyStore
 from trainables.probe import run as run_probe
-from trainables.session import BareSession
+from trainables.session import BareSession, load_state, save_state
 
 FAULT_KNOBS = ("crash_at_step", "crash_marker", "fail_at_step", "sleep_s")
 
@@ -527,16 +526,17 @@ def test_overwrite_and_resume_exclude_each_other(capsys):
 
 
 def _saving_session():
-    """A BareSession whose states went through torch.save/torch.load, as a Ray checkpoint does."""
+    """A BareSession whose states went through a checkpoint file as RaySession writes and reads it
+    (``torch.load(weights_only=True)``: tensors and plain containers only)."""
 
     class Saved(BareSession):
         def report(self, metrics, *, status=None, state=None):
             super().report(metrics, status=status)
             if state is not None:
                 buffer = io.BytesIO()
-                torch.save(state(), buffer)
+                save_state(state(), buffer)
                 buffer.seek(0)
-                self.states.append(torch.load(buffer, weights_only=False))
+                self.states.append(load_state(buffer))
 
     return Saved()
 

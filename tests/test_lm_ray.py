@@ -10,7 +10,8 @@ from trainables import get_trainable
 def test_divergent_trial_is_a_result_and_the_study_continues(ray_session, storage):
     spec = parse_spec({
         "name": "lm-diverge", "trainable": "lm",
-        "config": {**NANO_LM, "steps": 8, "grad_clip": 0.0, "weight_decay": 0.1},
+        # patience 0: the blow-up ends the trial at its first report (patience: tests/test_divergence.py)
+        "config": {**NANO_LM, "steps": 8, "grad_clip": 0.0, "weight_decay": 0.1, "divergence_patience": 0},
         "axes": {"lr": [3e-3, 1000.0]},
         "resources": {"cpu": 1},
     })
@@ -27,7 +28,9 @@ def test_divergent_trial_is_a_result_and_the_study_continues(ray_session, storag
     finished = metrics[metrics["trial_id"] == trials.loc[3e-3, "trial_id"]]
     assert finished["step"].tolist() == [2, 4, 6, 8]
     # the store holds every metric the trainable declares (mfu only on a GPU)
-    for name in set(get_trainable("lm").metrics) - {"mfu", "diverged_step", "last_finite_loss"}:
+    for name in set(get_trainable("lm").metrics) - {"mfu", "diverged_step", "last_finite_loss", "last_spike_step",
+                                                    "last_spike_peak"}:  # the last two: only after a spike
         assert finished[name].notna().all(), name
+    assert (finished["loss_spikes"] == 0).all()
     diverged = metrics[metrics["trial_id"] == trials.loc[1000.0, "trial_id"]]
     assert diverged["step"].max() == trials.loc[1000.0, "diverged_step"] < 8

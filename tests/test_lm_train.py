@@ -28,10 +28,13 @@ def test_reports_every_metric_at_every_eval_point():
     assert session.status == "finished"
     assert [r["step"] for r in session.reports] == [2, 4, 6]
     assert [r["tokens"] for r in session.reports] == [2 * 128, 4 * 128, 6 * 128]
-    expected = set(get_trainable("lm").metrics) - {"mfu", "diverged_step", "last_finite_loss"}  # mfu: GPU only
+    # mfu: GPU only; the divergence pair and the last spike's step and peak: only when there is one
+    expected = set(get_trainable("lm").metrics) - {"mfu", "diverged_step", "last_finite_loss", "last_spike_step",
+                                                   "last_spike_peak"}
     for report in session.reports:
         assert set(report) == expected
         assert all(math.isfinite(v) for v in report.values())
+    assert [r["loss_spikes"] for r in session.reports] == [0, 0, 0]
     last = session.reports[-1]
     assert last["decay_applied_fraction"] == 1.0  # float32 weights: every decay step lands
     assert last["decayed_tensors"] == 10 and last["decayed_params"] == 256 * 32 + 16 * 32 + 2 * 12 * 32 * 32
@@ -53,14 +56,22 @@ def test_resume_from_a_mid_run_state_is_bit_for_bit():
     assert resumed.status == "finished"
 
 
-def test_an_exploding_lr_ends_diverged_with_the_step():
-    session = train(lr=1000.0, grad_clip=0.0, steps=20)
+def test_an_exploding_lr_ends_diverged_when_its_blow_up_outlasts_the_patience():
+    # a finite blow-up: the loss exceeds twice its running minimum at step 4 and stays there
+    session = train(lr=1000.0, grad_clip=0.0, steps=20, divergence_patience=4)
     assert session.status == "diverged"
+    assert [r["step"] for r in session.reports] == [2, 4, 6, 8]  # 4 steps after the blow-up's start
     last = session.reports[-1]
-    assert last["diverged_step"] == last["step"] < 20
-    # a finite blow-up: the loss exceeds twice its running minimum; that loss is the last finite one
-    assert last["train_loss"] > 2 * min(r["train_loss"] for r in session.reports[:-1])
-    assert last["last_finite_loss"] == last["train_loss"]
+    assert last["diverged_step"] == 4 and last["loss_spikes"] == 0
+    assert all(r["train_loss"] > 2 * session.reports[0]["train_loss"] for r in session.reports[1:])
+    assert last["last_finite_loss"] == last["train_loss"]  # the last loss it saw, finite
+
+
+def test_a_blow_up_open_at_the_end_of_the_run_is_a_divergence():
+    session = train(lr=1000.0, grad_clip=0.0, steps=20)  # default patience 500 steps: longer than the run
+    assert session.status == "diverged" and session.reports[-1]["step"] == 20
+    assert session.reports[-1]["diverged_step"] == 4
+    assert all(r["train_loss"] > 2 * session.reports[0]["train_loss"] for r in session.reports[1:])
 
 
 def test_a_nan_loss_is_caught_at_its_own_step_between_reports():

@@ -88,7 +88,8 @@ def test_resume_from_a_mid_run_checkpoint_is_bit_for_bit():
 
 
 def test_a_checkpoint_after_a_divergence_keeps_the_member_masked():
-    base = {**BASE, "steps": 12, "grad_clip": 0.0, "checkpoint_every": 1}
+    # a patience of 2 steps: the blow-up from step 4 is a divergence at step 6, mid-run
+    base = {**BASE, "steps": 12, "grad_clip": 0.0, "checkpoint_every": 1, "divergence_patience": 2}
     configs = [{**base, "lr": 1000.0, "seed": 0}, {**base, "lr": 6e-3, "seed": 0}]
     full = packed(configs)
     assert full.members[0].status == "diverged"

@@ -143,7 +143,9 @@ def test_a_diverging_member_ends_diverged_and_the_others_are_unchanged():
     assert_same_reports(exploding.reports, pack.members[1].reports)  # its step and last finite loss too
     for k in (0, 2):
         assert pack.members[k].status == "finished"
-        assert_same_reports(unpacked(configs[k]).reports, pack.members[k].reports)
+        # a NaN member changes the batched kernels' summation order for the others: measured up to
+        # 1.1e-5 relative on the 2-core CI machine's OpenBLAS (5e-7 elsewhere), so 1e-4 here
+        assert_same_reports(unpacked(configs[k]).reports, pack.members[k].reports, rtol=1e-4)
 
 
 def test_resume_from_a_mid_run_checkpoint_is_bit_for_bit():

@@ -307,6 +307,32 @@ def test_cifar_loader_reads_fake_pickle_batches(tmp_path):
     assert (len(subset.y_train), len(subset.y_test)) == (30, 7)
 
 
+def test_the_authors_vgg_input_pipeline_normalises_twice(tmp_path):
+    """The paper's VGG code: its loader normalises with std (0.2023, 0.1994, 0.2010), then VGG's
+    forward applies ImageNet's Normalize; the first conv must see exactly that."""
+    from trainables.vision.config import VisionConfig
+    from trainables.vision.train import build_model
+
+    folder, written = write_fake_cifar(str(tmp_path))
+    raw = written["data_batch_1"][0][:2].reshape(2, 3, 32, 32) / 255.0  # the first two images, in [0, 1]
+    loader = ((raw - np.array([0.4914, 0.4822, 0.4465])[:, None, None])
+              / np.array([0.2023, 0.1994, 0.2010])[:, None, None])
+    authors = (loader - np.array([0.485, 0.456, 0.406])[:, None, None]) / np.array([0.229, 0.224, 0.225])[:, None, None]
+    ours = (raw - np.array([0.4914, 0.4822, 0.4465])[:, None, None]) / np.array([0.2471, 0.2435, 0.2616])[:, None, None]
+    seen = {}
+    for input_norm, expected in (("authors-vgg", authors), ("cifar", ours)):
+        config = VisionConfig(model="vgg11", dataset="cifar10", data_dir=folder, width=4, input_norm=input_norm)
+        data = load_dataset("cifar10", data_dir=folder, input_norm=input_norm)
+        model = build_model(config, data)
+        model.features[0].register_forward_pre_hook(lambda module, args: seen.update(x=args[0].detach().clone()))
+        model(data.x_train[:2])
+        np.testing.assert_allclose(seen["x"].numpy(), expected, rtol=1e-5, atol=1e-5)
+    # per channel, the authors' inputs are s / (s' · S) = 5.33, 5.45, 5.78 times ours, and shifted
+    scale = (authors[0, :, 0, 0] - authors[1, :, 0, 0]) / (ours[0, :, 0, 0] - ours[1, :, 0, 0])
+    np.testing.assert_allclose(scale, [5.334, 5.452, 5.784], atol=1e-3)
+    assert "input_mean" not in model.state_dict()  # constants, not state: checkpoints are unchanged
+
+
 def test_cifar100_loader_and_clear_errors(tmp_path):
     write_fake_cifar(str(tmp_path / "c100"), hundred=True)
     data = load_dataset("cifar100", data_dir=str(tmp_path / "c100"))
@@ -429,7 +455,7 @@ def test_image_models_train_on_fake_cifar(tmp_path):
               "epochs": 2, "hessian_every": 1, "hessian_probes": 2, "hessian_samples": 20, "hessian_batch": 10,
               "threads": 1}
     for extra in ({"model": "preact-resnet18-si", "projection": "global", "augment": True},
-                  {"model": "vgg11", "weight_decay_mode": "decoupled", "momentum": 0.9},
+                  {"model": "vgg11", "weight_decay_mode": "decoupled", "momentum": 0.9, "input_norm": "authors-vgg"},
                   {"model": "preact-resnet18", "projection": "per_group", "precision": "bf16-autocast"}):
         session = BareSession()
         run({**common, **extra}, session)
@@ -459,6 +485,9 @@ def test_divergence_is_a_result():
     ({"projection": "per_group", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"}, "data_dir"),
     ({"projection": "global", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"}, "projection"),
     ({"augment": True}, "augment"),
+    ({"input_norm": "authors-vgg"}, "input_norm"),
+    ({"input_norm": "authors-vgg", "model": "preact-resnet18", "dataset": "cifar10", "data_dir": "/nonexistent"},
+     "input_norm"),
     ({"decay_epoch": 9}, "decay_epoch"),
     ({"batch_size": 1000}, "batch_size"),
     ({"lr": -1.0}, "lr"),
@@ -491,6 +520,7 @@ def test_presets_validate_and_follow_the_paper():
     assert ushape.config["projection"] == "global" and ushape.config["projection_radius"] == 1.0
     vgg = load_spec("vgg-large-lr")
     assert vgg.config["model"] == "vgg16" and vgg.config["momentum"] == 0.0
+    assert vgg.config["input_norm"] == "authors-vgg"  # the paper's double normalisation
     assert set(vgg.axes["weight_decay"]) == {0.008, 0.0} and set(vgg.axes["lr"]) == {0.1, 0.01}
     resnet = load_spec("resnet18-wd")
     assert set(resnet.axes["weight_decay"]) == {0.0125, 0.0} and set(resnet.axes["lr"]) == {0.08, 0.001}

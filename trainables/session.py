@@ -4,7 +4,10 @@ A trainable is ``run(config: dict, session)``. It calls ``session.report`` at ev
 points with a flat dict of scalars and, when it ends by itself, a ``status``
 (``finished`` or ``diverged``). ``BareSession`` keeps the reports in a list (plain
 Python, tests, benchmarks); ``RaySession`` forwards them to ``ray.tune.report``.
-Checkpoint state is a dict of tensors/scalars produced on demand by ``state()``.
+Checkpoint state is a dict of tensors/scalars produced on demand by ``state()``; it is
+saved with ``torch.save`` and loaded with ``torch.load(weights_only=True)``, which rebuilds
+tensors and plain containers only and refuses any other pickled object (a checkpoint
+from elsewhere cannot run code; see docs/trust.md).
 """
 
 from __future__ import annotations
@@ -91,7 +94,7 @@ class RaySession(_Base):
         import torch
 
         with tempfile.TemporaryDirectory() as tmp:
-            torch.save(state(), os.path.join(tmp, self.FILE))
+            save_state(state(), os.path.join(tmp, self.FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def restored_state(self):
@@ -100,7 +103,20 @@ class RaySession(_Base):
         checkpoint = tune.get_checkpoint()
         if checkpoint is None:
             return None
-        import torch
-
         with checkpoint.as_directory() as folder:
-            return torch.load(os.path.join(folder, self.FILE), weights_only=False)
+            return load_state(os.path.join(folder, self.FILE))
+
+
+def save_state(state: dict, file) -> None:
+    """Write a checkpoint state (tensors, numbers, strings and containers of them)."""
+    import torch
+
+    torch.save(state, file)
+
+
+def load_state(file) -> dict:
+    """Read a checkpoint state written by ``save_state``. Only tensors and plain containers
+    are rebuilt: a pickled object of any other class raises ``pickle.UnpicklingError``."""
+    import torch
+
+    return torch.load(file, weights_only=True)

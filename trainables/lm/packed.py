@@ -11,8 +11,9 @@ rounding: batched matmuls and the composite attention kernel sum in another orde
   draw, and then one input tensor); evaluation batches are fixed and shared.
 - Initialisation: member k is built after ``torch.manual_seed(seed_k)``, as its own run.
 - Divergence: at a report point each member's interval loss goes through its own
-  ``DivergenceDetector``; a member that diverged reports ``diverged`` and is masked out
-  (its parameters and optimiser state stop changing); the pack ends when none is left.
+  ``DivergenceDetector`` (as unpacked: a recovered spike is counted, the member goes on);
+  a member that diverged reports ``diverged`` and is masked out (its parameters and
+  optimiser state stop changing); the pack ends when none is left.
 - ``tokens_per_s`` and ``mfu`` of a member are its own share: its tokens per second of
   the pack's wall time (the pack's throughput is the sum over members).
 - Checkpoints hold the stacked model, optimiser and EMA, every seed's sampler, every
@@ -102,7 +103,7 @@ def run(configs: list[dict], session: PackSession) -> None:
     eps = per_member([c.eps for c in cfgs])
     ema = {n: p.detach().float().clone() for n, p in model.params.items()} if cfg.ema_decay > 0 else None
     ema_pairs = [(ema[n], p) for n, p in model.params.items()] if ema is not None else []
-    detectors = [DivergenceDetector(ratio=cfg.divergence_ratio) for _ in cfgs]
+    detectors = [DivergenceDetector(ratio=cfg.divergence_ratio, patience=cfg.divergence_patience) for _ in cfgs]
     active = [True] * size
 
     start_step, reports_done = 0, 0
@@ -203,7 +204,10 @@ def run(configs: list[dict], session: PackSession) -> None:
                        "tokens_per_s": tokens_per_s, **fixed_metrics}
             if peak is not None:
                 metrics["mfu"] = mfu(flops_per_token, tokens_per_s, peak)
-            if detectors[k].check(metrics["train_loss"], nonfinite_step if nonfinite_step > 0 else step + 1):
+            diverged = detectors[k].check(metrics["train_loss"], nonfinite_step if nonfinite_step > 0 else step + 1,
+                                          final=step + 1 == total_steps)
+            metrics.update(detectors[k].metrics())
+            if diverged:
                 metrics.update(diverged_step=detectors[k].step, last_finite_loss=detectors[k].last_finite_loss)
                 statuses[k], active[k] = "diverged", False
             elif step + 1 == total_steps:

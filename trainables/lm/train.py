@@ -3,6 +3,13 @@
 Reads top to bottom: config → data → model → optimiser → loop. Batches are drawn on
 the device, the loss, gradient norm and divergence flags accumulate on the device,
 and the loop synchronises with the host once per report.
+
+Divergence (``trainables.divergence``) is judged at each report on the interval train
+loss: NaN/inf ends the run ``diverged`` at once; a loss above ``divergence_ratio`` × its
+running minimum that comes back within ``divergence_patience`` steps is a recovered
+spike (``loss_spikes``, ``last_spike_step``, ``last_spike_peak``) and the run goes on;
+one that does not (or is still open at the last report) ends it ``diverged``, with
+``diverged_step`` the report where the blow-up started.
 """
 
 from __future__ import annotations
@@ -138,7 +145,7 @@ def run(config: dict, session: Session) -> None:
     params = [p for group in optimizer.param_groups for p in group["params"]]
     decayed = optimizer.param_groups[0]["params"]
     forward = torch.compile(model) if cfg.compile else model
-    detector = DivergenceDetector(ratio=cfg.divergence_ratio)
+    detector = DivergenceDetector(ratio=cfg.divergence_ratio, patience=cfg.divergence_patience)
     if cfg.optimizer == "adamw" and cfg.weight_decay > 0 and decayed:
         applied = decay_applied_fraction(decayed, 1 - cfg.lr * cfg.weight_decay).item()
         if applied < 0.5:  # the pure-bf16 pitfall: the decay rounds away
@@ -222,7 +229,10 @@ def run(config: dict, session: Session) -> None:
         if peak is not None:
             metrics["mfu"] = mfu(flops_per_token, tokens_per_s, peak)
         reports_done += 1
-        if detector.check(metrics["train_loss"], nonfinite_step if nonfinite_step > 0 else step + 1):
+        last = step + 1 == total_steps
+        diverged = detector.check(metrics["train_loss"], nonfinite_step if nonfinite_step > 0 else step + 1, final=last)
+        metrics.update(detector.metrics())
+        if diverged:
             metrics.update(diverged_step=detector.step, last_finite_loss=detector.last_finite_loss)
             session.report(metrics, status="diverged")
             return
@@ -230,6 +240,5 @@ def run(config: dict, session: Session) -> None:
         grad_norm_sum.zero_()
         steps_in_interval = 0
         checkpoint = session.should_checkpoint(reports_done, cfg.checkpoint_every)
-        session.report(metrics, status="finished" if step + 1 == total_steps else None,
-                       state=snapshot if checkpoint else None)
+        session.report(metrics, status="finished" if last else None, state=snapshot if checkpoint else None)
         timer.start()

@@ -8,6 +8,11 @@ conv biases 0; Linear layers keep PyTorch's default init.
 
 Without normalisation layers nothing here is scale-invariant (``scale_invariant_groups``
 is empty): VGG is the paper's example that weight decay helps beyond scale invariance.
+
+``imagenet_normalize``: the authors' VGG normalises its (already CIFAR-normalised) input a
+second time in ``forward``, with ImageNet's mean and std: inputs ≈ 5.3–5.8× larger and
+shifted. A network without BatchNorm at LR 0.1 is sensitive to that, so the paper's
+pipeline is an option (``input_norm: authors-vgg`` of the vision trainable).
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ import torch.nn as nn
 
 STANDARD_WIDTH = 64
 POOL = "M"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 # Layer plans in units of the base width; "M" is a 2×2 max-pool.
 PLANS = {
     "vgg11": [1, POOL, 2, POOL, 4, 4, POOL, 8, 8, POOL, 8, 8, POOL],
@@ -33,6 +40,7 @@ class VGGConfig:
     width: int = STANDARD_WIDTH
     in_channels: int = 3
     num_classes: int = 10
+    imagenet_normalize: bool = False  # (x − ImageNet mean) / ImageNet std first, as the authors' forward
 
 
 class VGG(nn.Module):
@@ -40,6 +48,13 @@ class VGG(nn.Module):
 
     def __init__(self, config: VGGConfig):
         super().__init__()
+        self.imagenet_normalize = config.imagenet_normalize
+        if self.imagenet_normalize:
+            if config.in_channels != 3:
+                raise ValueError(f"imagenet_normalize needs 3 input channels, not {config.in_channels}")
+            # constants, not state: rebuilt with the model, kept out of its state_dict
+            self.register_buffer("input_mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+            self.register_buffer("input_std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         layers: list[nn.Module] = []
         c_in = config.in_channels
         for item in PLANS[config.depth]:
@@ -61,6 +76,8 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.imagenet_normalize:
+            x = (x - self.input_mean) / self.input_std
         x = self.features(x)  # (B, 8w, 1, 1)
         return self.classifier(torch.flatten(x, 1))
 

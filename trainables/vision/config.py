@@ -32,6 +32,9 @@ class VisionConfig:
     train_samples: int = param(0, ge=0, help="training examples; 0 = all (mnist1d: 4000 generated)")
     test_samples: int = param(0, ge=0, help="test examples; 0 = all (mnist1d: 4000 generated)")
     data_seed: int = param(42, ge=0, help="seed of the mnist1d generator (the same data for every trial)")
+    input_norm: Literal["cifar", "authors-vgg"] = param(
+        "cifar", help="CIFAR inputs: cifar = the training set's channel mean/std; authors-vgg = the paper's VGG code: "
+                      "std (0.2023, 0.1994, 0.2010), then ImageNet's mean/std again in VGG's forward (VGG only)")
     augment: bool = param(False, help="random crop (zero padding 4) + horizontal flip, CIFAR only; the paper uses none")
     batch_size: int = param(128, gt=0, help="examples per SGD step (the last partial batch is dropped)")
     eval_batch_size: int = param(1000, gt=0, help="examples per forward pass when evaluating")
@@ -74,7 +77,8 @@ class VisionConfig:
     # numerics and run control
     precision: Literal["fp32", "fp16-autocast", "bf16-autocast"] = param("fp32", help="fp16-autocast uses a GradScaler on CUDA; Tr(H) is always fp32")
     seed: int = param(0, ge=0, help="drives initialisation, batch order and augmentation")
-    divergence_loss: float = param(0.0, ge=0, help="diverged also when an epoch's mean train loss exceeds this; 0 = only NaN/inf")
+    divergence_loss: float = param(0.0, ge=0, help="an epoch whose mean train loss exceeds this starts a blow-up; 0 = none (NaN/inf: diverged at once)")
+    divergence_patience: int = param(3, ge=0, help="epochs after a blow-up's first within which the mean train loss must come back below divergence_loss (a loss spike, counted in loss_spikes); else, or at the last epoch: diverged")
     checkpoint_every: int = param(0, ge=0, help="epochs between checkpoints (taken at report epochs); 0 = only when asked")
     device: str = param("auto", help="auto, cpu, cuda, cuda:N")
     threads: int = param(0, ge=0, help="torch CPU threads; 0 = the trial's CPUs")
@@ -91,6 +95,9 @@ class VisionConfig:
         if images and self.data_dir and not os.path.isabs(self.data_dir):
             raise ConfigError("data_dir", f"{self.data_dir!r} is not an absolute path; give one "
                                           f"(Ray runs each trial in its own working folder)")
+        if self.input_norm == "authors-vgg" and not self.model.startswith("vgg"):
+            raise ConfigError("input_norm", f"authors-vgg is the paper's VGG input pipeline; {self.model} takes "
+                                            f"input_norm: cifar")
         if self.augment and not images:
             raise ConfigError("augment", "random crop + flip is for CIFAR images; mnist1d has no augmentation")
         if self.projection != "none" and self.model in NO_SCALE_INVARIANT_LAYERS:

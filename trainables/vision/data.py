@@ -13,6 +13,10 @@ Sources:
   ``test_batch``; ``cifar-100-python/train``, ``test``) from a local folder, normalised
   with the CIFAR-10 channel mean/std (the paper does so for both). ``download=True``
   fetches them with torchvision when it is installed and the internet is reachable.
+  ``input_norm`` picks the normalisation (``INPUT_NORMS``): ``cifar``, the training set's
+  channel mean and std; ``authors-vgg``, the paper's loader, which divides by the
+  (0.2023, 0.1994, 0.2010) its code base inherited — the VGG model then applies ImageNet's
+  Normalize on top (``trainables.models.vgg``), as the authors' VGG does.
 
 ``DeviceBatches`` is the airbench way: the whole split lives on the device, an epoch
 is a ``randperm`` cut into slices, augmentation (random crop of a zero-padded image +
@@ -33,6 +37,8 @@ import torch
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2471, 0.2435, 0.2616)
+AUTHORS_CIFAR_STD = (0.2023, 0.1994, 0.2010)  # the paper's loader (shared/paper.md)
+INPUT_NORMS = {"cifar": (CIFAR_MEAN, CIFAR_STD), "authors-vgg": (CIFAR_MEAN, AUTHORS_CIFAR_STD)}
 CIFAR_FOLDERS = {"cifar10": "cifar-10-batches-py", "cifar100": "cifar-100-python"}
 CIFAR_FILES = {
     "cifar10": ([f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], b"labels", 10),
@@ -59,8 +65,9 @@ class VisionData:
 
 
 def load_dataset(name: str, *, data_dir: str = "", train_samples: int = 0, test_samples: int = 0,
-                 data_seed: int = 42, download: bool = False) -> VisionData:
-    """Load one dataset; ``train_samples``/``test_samples`` > 0 keep the first that many."""
+                 data_seed: int = 42, download: bool = False, input_norm: str = "cifar") -> VisionData:
+    """Load one dataset; ``train_samples``/``test_samples`` > 0 keep the first that many;
+    ``input_norm`` (a key of ``INPUT_NORMS``) normalises CIFAR images (mnist1d: its own)."""
     if name == "mnist1d":
         n_train = train_samples or MNIST1D_DEFAULT_SPLIT
         n_test = test_samples or MNIST1D_DEFAULT_SPLIT
@@ -77,7 +84,9 @@ def load_dataset(name: str, *, data_dir: str = "", train_samples: int = 0, test_
             x_train, y_train = x_train[:train_samples], y_train[:train_samples]
         if test_samples:
             x_test, y_test = x_test[:test_samples], y_test[:test_samples]
-        return VisionData(_normalise_images(x_train), y_train, _normalise_images(x_test), y_test, classes, name)
+        mean, std = INPUT_NORMS[input_norm]
+        return VisionData(_normalise_images(x_train, mean, std), y_train, _normalise_images(x_test, mean, std),
+                          y_test, classes, name)
     raise ValueError(f"unknown dataset {name!r}; choose mnist1d, cifar10 or cifar100")
 
 
@@ -158,9 +167,9 @@ def _read_cifar_files(folder: str, files: list[str], label_key: bytes) -> tuple[
             torch.from_numpy(np.concatenate([p[1] for p in parts])))
 
 
-def _normalise_images(images: torch.Tensor) -> torch.Tensor:
-    mean = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
+def _normalise_images(images: torch.Tensor, mean: tuple, std: tuple) -> torch.Tensor:
+    mean = torch.tensor(mean).view(1, 3, 1, 1)
+    std = torch.tensor(std).view(1, 3, 1, 1)
     return (images.float() / 255.0 - mean) / std
 
 

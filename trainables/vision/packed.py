@@ -20,9 +20,10 @@ of its own unpacked run (up to float rounding: grouped convolutions sum in anoth
 - Tr(H): batched on a GPU; on a CPU, where the vmapped double backward is slower than K
   separate ones, each member is materialised as an ordinary module and measured by the
   unpacked code.
-- Divergence: a member whose epoch had a NaN/inf loss (or a mean above
-  ``divergence_loss``) reports ``diverged`` at that epoch and is masked out; the pack ends
-  when none is left.
+- Divergence: each member has its own ``DivergenceDetector``, checked at every epoch's
+  end as unpacked: a member whose epoch had a NaN/inf loss, or whose blow-up above
+  ``divergence_loss`` does not recover, reports ``diverged`` at that epoch and is masked
+  out; the pack ends when none is left.
 - ``samples_per_s`` of a member is its own share of the pack's throughput.
 """
 
@@ -45,7 +46,7 @@ from trainables.vision.config import VisionConfig
 from trainables.vision.data import DeviceBatches, balanced_subset, load_dataset
 from trainables.vision.hessian import PROBES_PER_PASS, rademacher_like
 from trainables.vision.optim import weight_decay_groups
-from trainables.vision.train import build_model, derived_generator, make_projection
+from trainables.vision.train import build_model, derived_generator, divergence_detector, make_projection
 from trainables.vision.train import hessian_trace as single_hessian_trace  # noqa: I001 (one name renamed)
 
 
@@ -268,7 +269,8 @@ def run(configs: list[dict], session: PackSession) -> None:
 
     # data: on the device once; each member's training batches from its seed, evaluation in a fixed order
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_samples=cfg.train_samples,
-                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download)
+                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download,
+                        input_norm=cfg.input_norm)
     x_train, y_train = data.x_train.to(device), data.y_train.to(device)
     x_test, y_test = data.x_test.to(device), data.y_test.to(device)
     if device.type == "cuda":
@@ -332,6 +334,7 @@ def run(configs: list[dict], session: PackSession) -> None:
     start_epoch, step = 0, 0
     last_finite_loss = torch.full((size,), math.nan, device=device)
     active = [True] * size
+    detectors = [divergence_detector(c, steps_per_epoch) for c in cfgs]
     state = session.restored_state()
     if state is not None:
         model.load_state_dict(state["model"])
@@ -347,6 +350,8 @@ def run(configs: list[dict], session: PackSession) -> None:
         start_epoch, step = state["epoch"], state["step"]
         last_finite_loss = state["last_finite_loss"].to(device)
         active = list(state["active"])
+        for detector, saved in zip(detectors, state.get("detectors") or []):  # none in older checkpoints
+            detector.load_state_dict(saved)
     mask = None if all(active) else torch.tensor(active, device=device)
 
     def snapshot() -> dict:  # a deep copy: the live tensors keep training after the report
@@ -357,6 +362,7 @@ def run(configs: list[dict], session: PackSession) -> None:
             "train_batches": train.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             "epoch": epoch + 1, "step": step, "last_finite_loss": last_finite_loss, "active": list(active),
+            "detectors": [d.state_dict() for d in detectors],
         })
 
     def hessian(stacked: StackedModel, epoch: int, kind: int) -> tuple[list[float], list[int]]:
@@ -412,14 +418,18 @@ def run(configs: list[dict], session: PackSession) -> None:
         train_seconds = time.perf_counter() - started
         last_finite_loss = stats["last_finite_loss"]
         reports, statuses = {}, {}
-        for k, c in enumerate(cfgs):
+        last = epoch + 1 == cfg.epochs
+        for k in range(size):
             if not active[k]:
                 continue
             running_loss = loss_sums[k] / stats["steps"]
             metrics = {"epoch": epoch + 1, "step": step, "lr": schedules[k](step - 1),
                        "samples_per_s": stats["steps"] * cfg.batch_size / train_seconds, **constants[k]}
-            if first_bads[k] >= 0 or not math.isfinite(running_loss) or (c.divergence_loss and running_loss > c.divergence_loss):
-                metrics.update(train_loss=running_loss, diverged_step=int(first_bads[k]) if first_bads[k] >= 0 else step,
+            diverged = detectors[k].check(running_loss if first_bads[k] < 0 else math.nan,
+                                          int(first_bads[k]) if first_bads[k] >= 0 else step, final=last)
+            metrics.update(detectors[k].metrics())
+            if diverged:
+                metrics.update(train_loss=running_loss, diverged_step=detectors[k].step,
                                last_finite_loss=last_finites[k])
                 reports[k], statuses[k], active[k] = metrics, "diverged", False
             else:
@@ -428,7 +438,6 @@ def run(configs: list[dict], session: PackSession) -> None:
         mask = None if all(active) else torch.tensor(active, device=device)
         going = [k for k in range(size) if active[k]]
 
-        last = epoch + 1 == cfg.epochs
         hessian_due = bool(cfg.hessian_every and cfg.hessian_probes and ((epoch + 1) % cfg.hessian_every == 0 or last))
         finetune_due = bool(cfg.finetune_every and (epoch + 1) % cfg.finetune_every == 0)
         if going and (last or hessian_due or finetune_due or (epoch + 1) % cfg.eval_every == 0):

@@ -17,7 +17,13 @@ fine-tuning branch is due) it evaluates, measures and reports:
 - ``hessian_trace`` (+ ``hessian_probes``) every ``hessian_every`` epochs;
 - ``finetune_test_error``, ``finetune_train_loss``, ``finetune_hessian_trace`` at
   the epochs the fine-tune-after-decay protocol branches from;
-- on NaN/inf: status ``diverged`` with ``diverged_step`` and ``last_finite_loss``.
+- ``loss_spikes`` (and ``last_spike_step``, ``last_spike_peak`` once there was one);
+- on NaN/inf: status ``diverged`` with ``diverged_step`` and ``last_finite_loss``; an
+  epoch mean above ``divergence_loss`` starts a blow-up that ends the run ``diverged``
+  (``diverged_step`` the end of its first epoch) unless the mean comes back below within
+  ``divergence_patience`` epochs (a recovered spike: counted, the run goes on); see
+  ``trainables.divergence``. (No ratio to a running minimum here: the training loss of
+  an interpolating classifier falls by orders of magnitude and is noisy near zero.)
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from trainables.divergence import DivergenceDetector
 from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
 from trainables.models.resnet import BLOCKS, PreActResNet, ResNetConfig
 from trainables.models.vgg import PLANS, VGG, VGGConfig
@@ -61,7 +68,7 @@ def build_model(cfg: VisionConfig, data: VisionData) -> nn.Module:
                                    f"for mnist1d use cnn1d-si")
     if cfg.model in PLANS:
         return VGG(VGGConfig(depth=cfg.model, width=cfg.width or 64, in_channels=channels,
-                             num_classes=data.num_classes))
+                             num_classes=data.num_classes, imagenet_normalize=cfg.input_norm == "authors-vgg"))
     return PreActResNet(ResNetConfig(blocks=BLOCKS[cfg.model.removesuffix("-si")], width=cfg.width or 64,
                                      scale_invariant=cfg.model.endswith("-si"), in_channels=channels,
                                      num_classes=data.num_classes))
@@ -80,6 +87,22 @@ def layer_params(model: nn.Module) -> dict[str, list[torch.Tensor]]:
         if own:
             layers[name] = own
     return layers
+
+
+# (channels, *spatial) and classes of each dataset, for the model's layer names without loading data
+_SHAPES = {"mnist1d": ((1, 40), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+
+
+def layer_metrics(config: dict) -> dict[str, str]:
+    """The per-layer metrics a trial of ``config`` reports (``weight_norm/<layer>``), declared
+    up front for the store's schema: the model is built on the meta device (no memory, no data)."""
+    defaults = VisionConfig()
+    cfg = VisionConfig(**{k: config.get(k, getattr(defaults, k)) for k in ("model", "dataset", "width")})
+    shape, classes = _SHAPES[cfg.dataset]
+    data = VisionData(*(torch.empty(0, *shape, device="meta"),) * 4, num_classes=classes, name=cfg.dataset)
+    with torch.device("meta"):
+        model = build_model(cfg, data)
+    return {f"weight_norm/{name}": "double" for name in layer_params(model)}
 
 
 def make_projection(cfg: VisionConfig, model: nn.Module) -> SphereProjection | None:
@@ -203,6 +226,13 @@ def hessian_trace(model: nn.Module, batches: DeviceBatches, *, probes: int, tol:
     return hutchinson_trace(loss_of_batch, batches.epoch, params, max_probes=probes, tol=tol, generator=generator)
 
 
+def divergence_detector(cfg: VisionConfig, steps_per_epoch: int) -> DivergenceDetector:
+    """The run's judge of divergence, checked once per epoch on the epoch's mean train loss:
+    blow-ups above ``divergence_loss`` only (no ratio), the patience in steps."""
+    return DivergenceDetector(ratio=math.inf, limit=cfg.divergence_loss or math.inf,
+                              patience=cfg.divergence_patience * steps_per_epoch)
+
+
 def derived_generator(device: torch.device, *parts: int) -> torch.Generator:
     """A generator seeded from integers, so that a branch or probe set never consumes the run's RNG."""
     seed = 0
@@ -223,7 +253,8 @@ def run(config: dict, session: Session) -> None:
 
     # data: on the device once; training batches from the run's seed, evaluation in a fixed order
     data = load_dataset(cfg.dataset, data_dir=cfg.data_dir, train_samples=cfg.train_samples,
-                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download)
+                        test_samples=cfg.test_samples, data_seed=cfg.data_seed, download=cfg.download,
+                        input_norm=cfg.input_norm)
     images_on_gpu = device.type == "cuda" and data.x_train.dim() == 4
     layout = torch.channels_last if images_on_gpu else torch.contiguous_format  # faster convs in fp16 on GPUs
     x_train, y_train = data.x_train.to(device, memory_format=layout), data.y_train.to(device)
@@ -263,6 +294,7 @@ def run(config: dict, session: Session) -> None:
         warmup_steps=cfg.warmup_epochs * steps_per_epoch, min_lr=cfg.min_lr,
         decay_step=decay_epoch * steps_per_epoch, decay_lr=cfg.decay_lr or cfg.lr * cfg.decay_factor)
     project_each_step = projection if projection is not None and cfg.projection_every == "step" else None
+    detector = divergence_detector(cfg, steps_per_epoch)
 
     start_epoch, step, last_finite_loss = 0, 0, math.nan
     state = session.restored_state()
@@ -280,6 +312,8 @@ def run(config: dict, session: Session) -> None:
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         start_epoch, step, last_finite_loss = state["epoch"], state["step"], state["last_finite_loss"]
+        if state.get("detector") is not None:  # checkpoints from before the detector have none
+            detector.load_state_dict(state["detector"])
 
     def snapshot() -> dict:  # a deep copy: the live tensors keep training after the report
         return copy.deepcopy({
@@ -290,6 +324,7 @@ def run(config: dict, session: Session) -> None:
             "train_batches": train.state_dict(), "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if device.type == "cuda" else None,
             "epoch": epoch + 1, "step": step, "last_finite_loss": last_finite_loss,
+            "detector": detector.state_dict(),
         })
 
     def finetune(epoch: int) -> dict:
@@ -333,13 +368,15 @@ def run(config: dict, session: Session) -> None:
         running_loss = loss_sum / stats.steps
         metrics = {"epoch": epoch + 1, "step": step, "lr": lr_of_step(step - 1),
                    "samples_per_s": stats.steps * cfg.batch_size / train_seconds, **constants}
-        if first_bad >= 0 or not math.isfinite(running_loss) or (cfg.divergence_loss and running_loss > cfg.divergence_loss):
-            metrics.update(train_loss=running_loss, diverged_step=int(first_bad) if first_bad >= 0 else step,
-                           last_finite_loss=last_finite_loss)
+        last = epoch + 1 == cfg.epochs
+        diverged = detector.check(running_loss if first_bad < 0 else math.nan,
+                                  int(first_bad) if first_bad >= 0 else step, final=last)
+        metrics.update(detector.metrics())
+        if diverged:
+            metrics.update(train_loss=running_loss, diverged_step=detector.step, last_finite_loss=last_finite_loss)
             session.report(metrics, status="diverged")
             return
 
-        last = epoch + 1 == cfg.epochs
         hessian_due = bool(cfg.hessian_every and cfg.hessian_probes and ((epoch + 1) % cfg.hessian_every == 0 or last))
         finetune_due = bool(cfg.finetune_every and (epoch + 1) % cfg.finetune_every == 0)
         if not (last or hessian_due or finetune_due or (epoch + 1) % cfg.eval_every == 0):

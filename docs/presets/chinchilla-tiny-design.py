@@ -1,5 +1,5 @@
 """How chinchilla-tiny was designed: direct calls to the LM trainable (no Ray), judged by
-the verdict rules of issue 12 (notes/verdicts-design.md) before analysis/verdicts.py had them.
+the verdict rules of issue 12 (analysis/verdicts.py) before analysis/verdicts.py had them.
 
     python docs/presets/chinchilla-tiny-design.py run --tag T --seeds 20 21 22 \
         --arms cosine:0 cosine:0.3 --set tail_steps=400 --set tail_lr=1e-4 [--big-eval 128]

@@ -7,7 +7,7 @@ runs already in the file are skipped, so the script can be stopped and resumed.
         --set epochs=100 --set decay_epoch=80 ...
     python docs/presets/ushape-tiny-design.py NAME --judge      # the verdict rules on the final test errors
 
-Results: docs/presets/results/NAME.jsonl. The judge applies the rules of notes/verdicts-design.md
+Results: docs/presets/results/NAME.jsonl. The judge applies the rules of analysis/verdicts.py
 (issue 12) to the per-seed final test errors; ``python -m analysis report`` is the final word once
 analysis/verdicts.py implements them.
 """
@@ -28,7 +28,7 @@ from scipy import stats
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the worktree's packages first
 
-DELTA = 0.0025  # 0.25 pp of test error (notes/verdicts-design.md)
+DELTA = 0.0025  # 0.25 pp of test error (analysis/verdicts.py)
 
 BASE = {  # the candidate under design; --set overrides
     "model": "cnn1d", "dataset": "mnist1d", "train_samples": 4000, "test_samples": 4000, "data_seed": 42,
@@ -86,7 +86,7 @@ def train(name: str, lrs, wds, seeds, overrides: dict) -> None:
                                 "reports": session.reports}) + "\n")
 
 
-# ---------------------------------------------------------------- the verdict rules (notes/verdicts-design.md)
+# ---------------------------------------------------------------- the verdict rules (analysis/verdicts.py)
 
 
 def decide(margins: np.ndarray, delta: float = DELTA) -> tuple[str, float, float, float, int | None]:

@@ -39,6 +39,13 @@ RULES = [
     (r"^python -m analysis (report|compare) ", "skip",
      "needs a stored study; tests/test_example_logreg.py runs the guide's report on a real one"),
     (r"^python -m analysis import ", "skip", "writes a study into the store"),
+    (r"^python -m study\.cluster (lock|check) ", "skip",
+     "writes or checks the cluster lock file; tests/test_cluster_recipes.py runs both"),
+    (r"^(cd|sbatch|docker|kubectl) ", "skip",
+     "a step on a SLURM login node, Docker or Kubernetes; tests/test_cluster_recipes.py checks the sbatch "
+     "script (as a two-node local cluster) and the manifest"),
+    (r"^python docs/presets/\S+-design\.py ", "skip", "a preset's design script: judges stored runs of the preset"),
+    (r"^grep .* /tmp/\S+\.log$", "skip", "reads the log of a recorded run"),
     (r"^python bench/\S+\.py --help$", "run", ""),
     (r"^python bench/", "skip", "a benchmark: minutes to hours"),
 ]

@@ -330,3 +330,18 @@ def test_verdicts_on_the_synthetic_stores(tmp_path):
     assert end.status == "pass" and "lower by +0.0053" in end.reason
     assert verdicts.chinchilla_constant(cur).status == "pass"
     assert verdicts.train_val_alike(cur).status == "pass"
+
+
+def test_alike_scales_its_bound_with_a_large_effect():
+    """Δtrain = +0.15 at a constant LR: val moving by 90 % of it (Δval − Δtrain = −0.015) is alike
+    (bound 0.2 · 0.15 = 0.03); by 50 % (−0.075) it is not."""
+    def curves(ratio):
+        def val(step, wd, sch, s):
+            return 3.0 + 0.002 * s + ratio * 0.5 * wd
+        return lm_curves(val, schedules=("constant",), wds=(0.0, 0.3),
+                         extra=lambda st, wd, sch, s: {"eval_train_loss": 2.9 + 0.002 * s + 0.5 * wd})
+    alike = verdicts.train_val_alike(curves(0.9))
+    assert alike.status == "pass"
+    assert alike.numbers["pairs"]["λ 0.3"]["bound"] == pytest.approx(0.03)
+    assert alike.numbers["pairs"]["λ 0.3"]["diff"] == pytest.approx(-0.015)
+    assert verdicts.train_val_alike(curves(0.5)).status == "fail"

@@ -73,7 +73,8 @@ def test_launch_dry_run_of_a_packed_preset(capsys):
     out = capsys.readouterr().out
     # 36 points that differ only in packable axes: 3 packs of 12 (sizes as equal as possible)
     assert "36 trials, packed (pack: 16) into 3 Ray trials of 12 members" in out
-    rows = [line.split() for line in out.splitlines() if line.split() and line.split()[0].isdigit()][:-1]
+    table = out.split("cost estimate")[0]  # the grid, before the estimate and the count
+    rows = [line.split() for line in table.splitlines() if line.split() and line.split()[0].isdigit()]
     assert [int(row[-1]) for row in rows] == [0] * 12 + [1] * 12 + [2] * 12
 
 

@@ -13,19 +13,6 @@ from tests.test_analysis_stores import (SEEDS, VISION_EPOCHS, VISION_LRS, vision
                                         write_lm_store, write_vision_store)
 
 
-def grid(value, *, lrs=(0.01, 0.1, 1.0), wds=(0.0,), seeds=(0,), metric="test_error", status=None, **fixed):
-    """A finals table: one finished trial per (lr, wd, seed) with metric = value(lr, wd, seed)."""
-    rows = []
-    for lr in lrs:
-        for wd in wds:
-            for seed in seeds:
-                st = status(lr, wd, seed) if status else "finished"
-                rows.append({"trial_id": f"t{len(rows)}", "status": st, "config/lr": lr, "config/weight_decay": wd,
-                             "config/seed": seed, **{f"config/{k}": v for k, v in fixed.items()},
-                             metric: value(lr, wd, seed) if st == "finished" else math.nan})
-    return pd.DataFrame(rows)
-
-
 # ------------------------------------------------------------------ statistics
 
 def test_t_interval_and_quantiles_against_tables():

@@ -26,19 +26,20 @@ import sys
 import time
 
 import numpy as np
-from scipy import stats
+import pandas as pd
 
 HERE = pathlib.Path(__file__).resolve().parent
 RESULTS = HERE / "chinchilla-tiny-design.jsonl"
+sys.path.insert(0, str(HERE.parent.parent))  # this checkout's packages, not the venv's
+
+from analysis.stats import VERDICT_CONFIDENCE as CONF, decide, equivalent  # noqa: E402 (after the path)
+from analysis.verdicts import ALIKE_EPSILON as EPSILON, LOSS_DELTA as DELTA  # noqa: E402
 
 # the preset's config before the redesign (study/presets/chinchilla-tiny.yaml at 56ab5e9)
 BASE = dict(model="gpt-tiny", context=64, batch_size=16, steps=2000, optimizer="adamw", lr=6.0e-3,
             warmup_steps=100, min_lr_ratio=0.1, grad_clip=1.0, precision="fp32", eval_every=100,
             eval_batches=8, device="cpu", threads=1)
 
-DELTA = 0.001     # LM loss threshold, nats (verdicts-design.md)
-EPSILON = 0.01    # train/val equivalence margin, nats
-CONF = 0.90       # two-sided interval; each bound a one-sided 95 % test
 
 
 # What the design started from: val_loss margins loss(0) - loss(0.3) per seed pair of the old
@@ -120,63 +121,28 @@ def run(args) -> None:
 
 
 # ---------------------------------------------------------------- the verdict rules
-def interval(values) -> tuple[float, float, float, float]:
-    """mean, sample sd, and the two-sided CONF t-interval of values."""
+def _summary(d, values) -> dict:
     v = np.asarray(values, dtype=float)
-    n = len(v)
-    mean = float(v.mean())
-    if n < 2:
-        return mean, math.nan, math.nan, math.nan
-    sd = float(v.std(ddof=1))
-    half = float(stats.t.ppf((1 + CONF) / 2, n - 1)) * sd / math.sqrt(n)
-    return mean, sd, mean - half, mean + half
-
-
-def seeds_needed(mean: float, sd: float, target: float, cap: int = 10_000) -> int | None:
-    """The least n whose interval half-width at this spread is below |mean - target|."""
-    gap = abs(mean - target)
-    if not sd > 0 or gap == 0:
-        return None
-    for n in range(2, cap):
-        if stats.t.ppf((1 + CONF) / 2, n - 1) * sd / math.sqrt(n) < gap:
-            return n
-    return None
+    res = {"outcome": d.outcome, "n": len(v), "mean": float(v.mean()),
+           "sd": float(v.std(ddof=1)) if len(v) > 1 else math.nan, "lo": d.low, "hi": d.high,
+           "per_seed": [round(float(x), 4) for x in v]}
+    if d.outcome == "inconclusive" and d.seeds_needed:
+        res["seeds_needed"] = d.seeds_needed
+    return res
 
 
 def directional(margins) -> dict:
-    """Pass when the whole interval of the margin is >= DELTA, fail when all of it is < DELTA."""
-    mean, sd, lo, hi = interval(margins)
-    if len(margins) < 2:
-        outcome = "inconclusive"
-    elif lo >= DELTA:
-        outcome = "pass"
-    elif hi < DELTA:
-        outcome = "fail"
-    else:
-        outcome = "inconclusive"
-    res = {"outcome": outcome, "n": len(margins), "mean": mean, "sd": sd, "lo": lo, "hi": hi,
-           "per_seed": [round(m, 4) for m in margins]}
-    if outcome == "inconclusive" and len(margins) >= 2:
-        res["seeds_needed"] = seeds_needed(mean, sd, DELTA)
-    return res
+    """Pass when the whole interval of the margin is >= DELTA, fail when all of it is < DELTA: the
+    verdicts' own rule (``analysis.stats.decide``, the margins against zero, paired by seed)."""
+    m = pd.Series(np.asarray(margins, dtype=float))
+    return _summary(decide(m, pd.Series(0.0, index=m.index), DELTA, confidence=CONF), margins)
 
 
 def equivalence(values) -> dict:
-    """Pass when the interval lies inside (-EPSILON, EPSILON), fail when it lies outside."""
-    mean, sd, lo, hi = interval(values)
-    if len(values) < 2:
-        outcome = "inconclusive"
-    elif -EPSILON < lo and hi < EPSILON:
-        outcome = "pass"
-    elif lo >= EPSILON or hi <= -EPSILON:
-        outcome = "fail"
-    else:
-        outcome = "inconclusive"
-    res = {"outcome": outcome, "n": len(values), "mean": mean, "sd": sd, "lo": lo, "hi": hi,
-           "per_seed": [round(v, 4) for v in values]}
-    if outcome == "inconclusive" and len(values) >= 2:
-        res["seeds_needed"] = seeds_needed(abs(mean), sd, EPSILON)
-    return res
+    """Pass when the interval lies inside (-EPSILON, EPSILON), fail when it lies outside
+    (``analysis.stats.equivalent``)."""
+    v = pd.Series(np.asarray(values, dtype=float))
+    return _summary(equivalent(v, pd.Series(0.0, index=v.index), EPSILON, confidence=CONF), values)
 
 
 def curves(records, schedule: str) -> dict:
@@ -296,5 +262,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(HERE.parent.parent))  # the worktree's trainables, not the venv's
     main()

@@ -23,12 +23,13 @@ import sys
 import time
 
 import numpy as np
-from scipy import stats
+import pandas as pd
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the worktree's packages first
 
-DELTA = 0.0025  # 0.25 pp of test error (analysis/verdicts.py)
+from analysis.stats import decide as decide_margin  # noqa: E402 (after the path)
+from analysis.verdicts import ERROR_DELTA as DELTA  # noqa: E402  0.25 pp of test error
 
 BASE = {  # the candidate under design; --set overrides
     "model": "cnn1d", "dataset": "mnist1d", "train_samples": 4000, "test_samples": 4000, "data_seed": 42,
@@ -90,19 +91,11 @@ def train(name: str, lrs, wds, seeds, overrides: dict) -> None:
 
 
 def decide(margins: np.ndarray, delta: float = DELTA) -> tuple[str, float, float, float, int | None]:
-    """Paired margins per seed → (outcome, mean, lo, hi, seeds that would decide)."""
-    n = len(margins)
-    m = float(np.mean(margins))
-    if n < 2:
-        return "inconclusive", m, math.nan, math.nan, None
-    s = float(np.std(margins, ddof=1))
-    half = stats.t.ppf(0.95, n - 1) * s / math.sqrt(n)
-    lo, hi = m - half, m + half
-    outcome = "pass" if lo >= delta else "fail" if hi < delta else "inconclusive"
-    need = None
-    if outcome == "inconclusive" and m != delta:
-        need = next((k for k in range(2, 1000) if stats.t.ppf(0.95, k - 1) * s / math.sqrt(k) < abs(m - delta)), None)
-    return outcome, m, lo, hi, need
+    """Paired margins per seed → (outcome, mean, lo, hi, seeds that would decide), by the verdicts' own
+    rule (``analysis.stats.decide``: the margins against zero, paired by seed)."""
+    margins = pd.Series(np.asarray(margins, dtype=float))
+    d = decide_margin(margins, pd.Series(0.0, index=margins.index), delta)
+    return d.outcome, d.margin, d.low, d.high, d.seeds_needed
 
 
 def final_errors(records: list[dict]) -> dict:

@@ -34,6 +34,7 @@ sys.path.insert(0, str(HERE.parent.parent))  # this checkout's packages, not the
 
 from analysis.stats import VERDICT_CONFIDENCE as CONF, decide, equivalent  # noqa: E402 (after the path)
 from analysis.verdicts import ALIKE_EPSILON as EPSILON, LOSS_DELTA as DELTA  # noqa: E402
+from study.spec import parse_yaml  # noqa: E402  (--set values read as the CLI reads them)
 
 # the preset's config before the redesign (study/presets/chinchilla-tiny.yaml at 56ab5e9)
 BASE = dict(model="gpt-tiny", context=64, batch_size=16, steps=2000, optimizer="adamw", lr=6.0e-3,
@@ -57,15 +58,6 @@ PRIOR = {
         "margins": [0.015, 0.018, 0.016],
         "source": "the two rows above, seeds 10-12"},
 }
-
-
-def parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def big_eval(state: dict, config: dict, n: int) -> dict:
@@ -96,7 +88,7 @@ def run(args) -> None:
 
     torch.set_num_threads(1)
     overrides = dict(kv.split("=", 1) for kv in args.set)
-    overrides = {k: parse_value(v) for k, v in overrides.items()}
+    overrides = {k: parse_yaml(v, "--set") for k, v in overrides.items()}
     for seed in args.seeds:
         for arm in args.arms:
             schedule, wd = arm.split(":")

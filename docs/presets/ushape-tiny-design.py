@@ -30,6 +30,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(HERE)))  # the worktree's pac
 
 from analysis.stats import decide as decide_margin  # noqa: E402 (after the path)
 from analysis.verdicts import ERROR_DELTA as DELTA  # noqa: E402  0.25 pp of test error
+from study.spec import parse_yaml  # noqa: E402  (--set values read as the CLI reads them)
 
 BASE = {  # the candidate under design; --set overrides
     "model": "cnn1d", "dataset": "mnist1d", "train_samples": 4000, "test_samples": 4000, "data_seed": 42,
@@ -38,15 +39,6 @@ BASE = {  # the candidate under design; --set overrides
     "decay_factor": 0.1, "train_eval": "running", "eval_every": 10, "ema_decay": 0.0, "hessian_every": 0,
     "finetune_every": 0, "precision": "fp32", "threads": 1,
 }
-
-
-def parse_value(text: str):
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
-    return text
 
 
 def results_path(name: str) -> str:
@@ -200,7 +192,7 @@ def main() -> None:
     if args.judge:
         judge(load(args.name), seeds=args.judge_seeds)
         return
-    overrides = dict((k, parse_value(v)) for k, v in (s.split("=", 1) for s in args.set))
+    overrides = dict((k, parse_yaml(v, "--set")) for k, v in (s.split("=", 1) for s in args.set))
     train(args.name, args.lr, args.wd, args.seed, overrides)
 
 

@@ -71,11 +71,11 @@ def test_the_tiny_presets_take_pack_from_the_command_line_and_round_trip():
 def test_launch_dry_run_of_a_packed_preset(capsys):
     assert main(["launch", "ushape-tiny", "--set", "pack=16", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    # 36 points that differ only in packable axes: 3 packs of 12 (sizes as equal as possible)
-    assert "36 trials, packed (pack: 16) into 3 Ray trials of 12 members" in out
+    # 42 points that differ only in packable axes: 3 packs of 14 (sizes as equal as possible)
+    assert "42 trials, packed (pack: 16) into 3 Ray trials of 14 members" in out
     table = out.split("cost estimate")[0]  # the grid, before the estimate and the count
     rows = [line.split() for line in table.splitlines() if line.split() and line.split()[0].isdigit()]
-    assert [int(row[-1]) for row in rows] == [0] * 12 + [1] * 12 + [2] * 12
+    assert [int(row[-1]) for row in rows] == [0] * 14 + [1] * 14 + [2] * 14
 
 
 # ---------------------------------------------------------------- grouping

@@ -124,3 +124,12 @@ def test_a_pack_runs_as_many_torch_threads_as_it_holds_cpus(ray_session, storage
     split = launch(parse_spec({**base, "name": "split", "pack_resources": {"cpu": 1}}), storage=storage,
                    stream=io.StringIO())
     assert (split.metrics()["threads"] == 1).all()
+
+
+def test_a_pack_keeps_its_freed_memory_for_reuse():
+    import sys
+
+    from trainables.packing import keep_freed_memory
+
+    assert keep_freed_memory() is sys.platform.startswith("linux")  # glibc's mallopt took both settings
+    assert keep_freed_memory() is keep_freed_memory()  # once per process

@@ -307,7 +307,9 @@ class ModuleEngine(EngineState):
     The engine interface the loop (``train``) drives; every per-member value is a list or a [K]
     tensor: ``build(cfgs, data, device, prec, layout)`` (members from their seeds, projected at init
     as their runs), ``size``, ``constants``, ``layer_names``, ``has_scale_invariant``;
-    ``train()``, ``train_step(x, y, lrs, shared=)`` → (loss, correct) [K]; ``project()`` (the
+    ``train()``, ``learning_rates(schedules, first, count)`` (the epoch's LRs, one item per step: host
+    floats here, a device table in a pack), ``train_step(x, y, lrs, shared=)`` → (loss, correct) [K];
+    ``project()`` (the
     per-epoch projection); ``set_active(active)`` (masked members stop changing);
     ``evaluate(batches)`` / ``ema_evaluate(norm_batches, batches)`` → (losses, errors);
     ``norms()`` → rows all / scale-invariant / each layer, of K values; ``hessian(batches,

@@ -163,7 +163,8 @@ def describe_resources(spec: StudySpec, groups: list[list[int]], nodes: list[Nod
                 why.append(f"CPUs capped at the largest node, {where}'s {max(room):g}" if room
                            else f"no node ({where}) holds it yet: one member's CPUs")
         threads = spec.config.get("threads") or max(1, int(got["cpu"]))  # as packed_ray_trainable sets them
-        lines.append(f"a pack of {size} holds {held} ({'; '.join(why)}); it runs {threads} torch thread{'s' if threads != 1 else ''}")
+        lines.append(f"a pack of {size} holds {held} ({'; '.join(why)}); it runs {threads} torch "
+                     f"thread{'s' if threads != 1 else ''}")
     return lines
 
 

@@ -8,7 +8,6 @@ from study import SpecError, launch, load_spec, parse_spec
 from study.cli import main
 from study.packs import Node, PackResources, describe_resources, pack_groups, pack_param_space, pack_resources
 from study.spec import Resources
-from trainables import register, register_packed
 from trainables.packing import PACK_KEY, PackedTrainable
 from trainables.registry import TrainableInfo
 
@@ -95,11 +94,17 @@ def test_the_dry_run_shows_each_packs_resources(capsys, monkeypatch):
 
 # ---------------------------------------------------------------- inside a Ray trial
 
-THREADS = register(TrainableInfo(
-    name="threads-probe", config="trainables.probe:ProbeConfig", run="tests.test_pack_resources:run_one",
-    metrics={"step": "int64", "loss": "double", "threads": "int64"}, default_metric="loss", default_mode="min",
-    description="reports the torch threads its trial runs (tests/test_pack_resources.py)"))
-register_packed(PackedTrainable(name="threads-probe", run="tests.test_pack_resources:run_pack", axes=("lr", "seed")))
+@pytest.fixture
+def threads_probe(monkeypatch):
+    """A trainable whose trials report the torch threads they run, registered for one test."""
+    from trainables import PACKED, TRAINABLES
+
+    monkeypatch.setitem(TRAINABLES, "threads-probe", TrainableInfo(
+        name="threads-probe", config="trainables.probe:ProbeConfig", run="tests.test_pack_resources:run_one",
+        metrics={"step": "int64", "loss": "double", "threads": "int64"}, default_metric="loss", default_mode="min",
+        description="reports the torch threads its trial runs (tests/test_pack_resources.py)"))
+    monkeypatch.setitem(PACKED, "threads-probe", PackedTrainable(
+        name="threads-probe", run="tests.test_pack_resources:run_pack", axes=("lr", "seed")))
 
 
 def run_one(config, session):
@@ -115,7 +120,7 @@ def run_pack(configs, session):
                    statuses={k: "finished" for k in range(len(configs))})
 
 
-def test_a_pack_runs_as_many_torch_threads_as_it_holds_cpus(ray_session, storage):
+def test_a_pack_runs_as_many_torch_threads_as_it_holds_cpus(ray_session, storage, threads_probe):
     base = {"name": "threads", "trainable": "threads-probe", "config": {"steps": 1},
             "axes": {"lr": [0.1, 0.2, 0.3, 0.4], "seed": [0, 1]}, "pack": 4}
     result = launch(parse_spec(base), storage=storage, stream=io.StringIO())

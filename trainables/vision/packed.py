@@ -31,6 +31,7 @@ of its own unpacked run (up to float rounding: grouped convolutions sum in anoth
 
 from __future__ import annotations
 
+import math
 
 import torch
 import torch.nn.functional as F
@@ -101,9 +102,11 @@ def evaluate(model: StackedModel, batches: DeviceBatches, prec, *, params=None, 
 
 
 def hessian_trace(model: StackedModel, batches: DeviceBatches, *, probes: int, tol: float,
-                  generators: list[torch.Generator]) -> tuple[list[float], list[int]]:
+                  generators: list[torch.Generator], active: list[bool] | None = None) -> tuple[list[float], list[int]]:
     """``trainables.vision.train.hessian_trace`` for all members: Hutchinson's estimate of each
     member's Tr(H) (fp32, BatchNorm in eval mode), each with its own probes and stopping rule.
+    A member masked out (``active[k]`` false: diverged) gets NaN from 0 probes and does not keep
+    the others drawing probes.
 
     The loss summed over members has a block-diagonal Hessian, so one double backward of the
     stacked model gives every member's Hv; each member's vᵀHv is the sum over its own slices.
@@ -120,7 +123,7 @@ def hessian_trace(model: StackedModel, batches: DeviceBatches, *, probes: int, t
 
     size = model.size
     values: list[list[float]] = [[] for _ in range(size)]
-    estimate: list[float | None] = [None] * size
+    estimate: list[float | None] = [None if active is None or active[k] else math.nan for k in range(size)]
     previous = [0.0] * size
     drawn_so_far = 0
     while any(e is None for e in estimate) and drawn_so_far < probes:
@@ -292,7 +295,7 @@ class StackedEngine(EngineState):
     def hessian(self, batches: DeviceBatches, generators: list[torch.Generator],
                 active: list[bool]) -> tuple[list[float], list[int]]:
         return hessian_trace(self.model, batches, probes=self.cfg.hessian_probes, tol=self.cfg.hessian_tol,
-                             generators=generators)
+                             generators=generators, active=active)
 
 
 def run(configs: list[dict], session: PackSession) -> None:

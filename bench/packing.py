@@ -1,49 +1,54 @@
-"""Packing benchmark: one LR x WD grid run unpacked and packed (K = 4, 16, 64), grid wall time and speed-up.
+"""Packing benchmark: one grid run from the CLI unpacked and packed (K = 4, 16), wall time, spread, profiles.
 
-    python bench/packing.py                                   # both tiny presets, 16- and 64-point grids
-    python bench/packing.py --presets ushape-tiny --grids 16  # one preset, one grid
-    python bench/packing.py --quick                           # 16-point grids, K = 4, 16, shorter runs
-    python bench/packing.py --grids --compute 16 --out bench/results/packing-compute.json  # only the Ray-free part
+    python bench/packing.py                                   # both tiny presets, 16-point grids, 3 repeats
+    python bench/packing.py --presets ushape-tiny --grids 16 64 --ks 4 16 64
+    python bench/packing.py --quick --out /tmp/packing.json   # shorter runs, 3 repeats: checks that it works
 
-Each case is a real study (``study.launch`` on one local Ray instance, started once): the
-preset's config, shrunk so that the benchmark ends in reasonable time (``SHRINK``: every
-measurement of the preset is kept, over fewer epochs/steps), with an LR x WD grid of 16
-(4 x 4) or 64 (8 x 8) points. Unpacked, every trial holds one CPU (two run at once on two
-cores); packed, the packs share the machine's CPUs (a single pack holds all of them, as
-torch threads). Cases alternate within each repeat; the speed-up is the unpacked wall time
-over the packed one, both from the same repeat (then the median over repeats).
+Each case is a study launched as a user launches it, ``python -m study launch PRESET --set
+pack=K ...`` in a fresh process with its own local Ray instance, into a fresh store, timed
+from the command's start to its exit (Ray's start included, as for a user): the preset's
+config shrunk so that the benchmark ends in reasonable time (``SHRINK``: every measurement
+of the preset kept, over fewer epochs/steps) with an LR x WD grid of 16 (4 x 4) or 64
+(8 x 8) points. Nothing but ``pack`` changes between the cases: unpacked, every trial holds
+the preset's ``resources`` (one CPU: two trials at once on two cores); packed, each pack
+asks for its members' CPUs, capped at the machine's (``study.packs.pack_resources``), and
+runs that many torch threads. Repeats are interleaved (each repeat runs every case once, in
+turn); each case reports the median wall time with its min-max, and the speed-up over the
+unpacked case of the same repeat (median and min-max over repeats).
 
-Then, to say where the time goes: ``--compute`` runs the same members without Ray on one
-thread, packed (one ``BarePackSession``) and one after the other, and profiles a few
-training steps of each (the share of the time in the matmul/convolution kernels, whose
-FLOPs packing does not change, against everything else).
+Then, per preset and K, where the time goes: ``--profile`` runs a few training steps of K
+members without Ray on one thread, packed (one engine) and one member after the other, under
+``torch.profiler``, and tabulates the top operators by self CPU time per member and step,
+packed against unpacked: the operators whose time packing does not reduce (on CPUs, the
+convolutions and matmuls, whose FLOPs it does not change) are the ones that bound it.
 
-On a CUDA machine (``--device cuda``) the trials hold a GPU share instead (unpacked:
-``--gpu-share`` of the GPU each, so several run at once; packed: the GPU split between
-the packs).
+On a CUDA machine (``--device cuda``) the unpacked trials hold ``--gpu-share`` of the GPU
+each (several at once); a pack asks for its members' shares, at most one GPU.
 """
 
 from __future__ import annotations
 
 import argparse
-import io
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 
-from _common import Record, median, say, table
+from _common import ROOT, Record, median, say, table
 
 # Every measurement of the preset, over fewer epochs/steps (the grid replaces its axes).
 SHRINK = {
     "ushape-tiny": ["epochs=4", "decay_epoch=3", "eval_every=2", "hessian_every=4", "finetune_every=2",
                     "finetune_epochs=1"],
-    "chinchilla-tiny": ["steps=100", "eval_every=50", "warmup_steps=10"],
+    "chinchilla-tiny": ["steps=100", "eval_every=50", "warmup_steps=10", "tail_steps=20"],
 }
 # --quick: half of it (the same measurements, half the epochs/steps)
 QUICK_SHRINK = {
     "ushape-tiny": ["epochs=2", "decay_epoch=1", "eval_every=1", "hessian_every=2", "finetune_every=1",
                     "finetune_epochs=1", "train_samples=2000"],
-    "chinchilla-tiny": ["steps=50", "eval_every=25", "warmup_steps=5"],
+    "chinchilla-tiny": ["steps=50", "eval_every=25", "warmup_steps=5", "tail_steps=10"],
 }
 GRIDS = {  # (learning rates, weight decays) by grid size
     "ushape-tiny": {16: ([0.01, 0.03, 0.1, 0.3], [0.0, 1e-3, 3e-3, 5e-3]),
@@ -54,56 +59,58 @@ GRIDS = {  # (learning rates, weight decays) by grid size
 FIXED = {"ushape-tiny": ["seed=0"], "chinchilla-tiny": ["seed=0", "schedule=cosine"]}
 
 
-def grid_spec(preset: str, size: int, pack: int, *, cpus: int, device: str, gpu_share: float, name: str,
-              shrink: dict = SHRINK):
-    from study import load_spec
-
+def overrides(preset: str, size: int, pack: int, *, device: str, gpu_share: float, shrink: dict) -> list[str]:
+    """The ``--set`` values of one case: the shrunk preset, the grid, the device, and ``pack``."""
     lrs, wds = GRIDS[preset][size]
-    overrides = [*shrink[preset], *FIXED[preset], f"axes.lr={lrs}", f"axes.weight_decay={wds}", f"device={device}"]
-    if pack > 1:
-        packs = -(-size // pack)
-        overrides.append(f"pack={pack}")
-        if device == "cuda":
-            overrides += ["resources.cpu=1", f"resources.gpu={1 / min(packs, round(1 / gpu_share))}"]
-        else:  # fewer packs than CPUs: each pack gets the CPUs that would otherwise idle
-            overrides.append(f"resources.cpu={max(1, cpus // packs)}")
-    else:
-        overrides += ["resources.cpu=1"] + ([f"resources.gpu={gpu_share}"] if device == "cuda" else [])
-    return load_spec(preset, overrides, name=name)
+    sets = [*shrink[preset], *FIXED[preset], f"axes.lr={lrs}", f"axes.weight_decay={wds}", f"device={device}"]
+    if device == "cuda":
+        sets.append(f"resources.gpu={gpu_share}")
+    return sets + ([f"pack={pack}"] if pack > 1 else [])
+
+
+def cli_case(preset: str, size: int, pack: int, *, args, root: str, name: str) -> dict:
+    """One study run from the command line, as a user runs it; its wall time and what it stored."""
+    from study import load_spec
+    from study.store import StudyStore
+
+    sets = overrides(preset, size, pack, device=args.device, gpu_share=args.gpu_share, shrink=args.shrink)
+    command = [sys.executable, "-m", "study", "launch", preset, "--name", name, "--storage", root, "--no-report"]
+    for value in sets:
+        command += ["--set", value]
+    for attempt in range(3):  # a loaded machine may time Ray's start out: that case is run again
+        start = time.perf_counter()
+        done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - start
+        if done.returncode == 0 or "timed out during startup" not in done.stderr:
+            break
+        say(f"  (Ray's start timed out; running {name} again)")
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} exited {done.returncode}:\n{done.stderr[-3000:]}")
+    trials = StudyStore(root, name).read_trials()
+    statuses = trials["status"].value_counts().to_dict()
+    assert len(trials) == size and set(statuses) <= {"finished", "diverged"}, statuses
+    spec = load_spec(preset, sets)
+    return {"wall_s": wall, "trials": size, "statuses": statuses, "cpus_per_trial": spec.resources.cpu,
+            "attempts": attempt + 1, "command": " ".join(["python", *command[1:]])}
 
 
 def run_grids(args, record) -> list[dict]:
-    import ray
-
-    from study import launch
-    from study.launch import ensure_ray
-
-    ensure_ray()
-    cpus = int(ray.cluster_resources().get("CPU", 1))
     root = tempfile.mkdtemp(prefix="bench-pack-")
     runs = []
     try:
-        for repeat in range(args.repeats):
+        for repeat in range(args.repeats):  # interleaved: every case once per repeat
             for preset in args.presets:
                 for size in args.grids:
-                    for pack in [1, *[k for k in args.ks if k <= size or k == args.ks[0]]]:
-                        spec = grid_spec(preset, size, pack, cpus=cpus, device=args.device, gpu_share=args.gpu_share,
-                                         name=f"{preset}-{size}-k{pack}-{repeat}", shrink=args.shrink)
-                        start = time.perf_counter()
-                        result = launch(spec, storage=root, progress=False, stream=io.StringIO())
-                        wall = time.perf_counter() - start
-                        trials = result.trials()
-                        statuses = trials["status"].value_counts().to_dict()
-                        assert len(trials) == size and set(statuses) <= {"finished", "diverged"}, statuses
-                        runs.append({"preset": preset, "grid": size, "pack": pack, "repeat": repeat, "wall_s": wall,
-                                     "cpus_per_trial": spec.resources.cpu, "trials": size,
-                                     "rows": len(result.metrics()), "statuses": statuses})
-                        say(f"  {preset} {size}-point grid, {'unpacked' if pack == 1 else f'pack {pack}'}: {wall:.1f} s")
-                        shutil.rmtree(result.store.root, ignore_errors=True)
-        record["ray_cpus"] = cpus
+                    for pack in [1, *[k for k in args.ks if k <= size]]:
+                        name = f"{preset}-{size}-k{pack}-{repeat}"
+                        run = cli_case(preset, size, pack, args=args, root=root, name=name)
+                        runs.append({"preset": preset, "grid": size, "pack": pack, "repeat": repeat, **run})
+                        say(f"  repeat {repeat}: {preset} {size}-point grid, "
+                            f"{'unpacked' if pack == 1 else f'pack {pack}'}: {run['wall_s']:.1f} s")
+                        shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     finally:
-        ray.shutdown()
         shutil.rmtree(root, ignore_errors=True)
+    record["cpus"] = os.cpu_count()
     return runs
 
 
@@ -114,99 +121,92 @@ def summarise(runs: list[dict]) -> list[dict]:
             mine = [r for r in runs if r["preset"] == preset and r["grid"] == size]
             base = {r["repeat"]: r["wall_s"] for r in mine if r["pack"] == 1}
             for pack in dict.fromkeys(r["pack"] for r in mine):
-                walls = [r for r in mine if r["pack"] == pack]
-                speedups = [base[r["repeat"]] / r["wall_s"] for r in walls if r["repeat"] in base]
+                walls = [r["wall_s"] for r in mine if r["pack"] == pack]
+                speedups = [base[r["repeat"]] / r["wall_s"] for r in mine if r["pack"] == pack and r["repeat"] in base]
                 rows.append({"preset": preset, "grid": size, "case": "unpacked" if pack == 1 else f"pack {pack}",
-                             "Ray trials": -(-size // pack), "CPUs per trial": walls[0]["cpus_per_trial"],
-                             "grid wall s (median)": median(r["wall_s"] for r in walls),
-                             "speed-up (median)": median(speedups)})
+                             "repeats": len(walls), "wall s (median)": median(walls),
+                             "wall s (min-max)": f"{min(walls):.1f}-{max(walls):.1f}",
+                             "speed-up (median)": median(speedups),
+                             "speed-up (min-max)": f"{min(speedups):.2f}-{max(speedups):.2f}"})
     return rows
 
 
-def compute_only(preset: str, size: int, members: int, steps_to_profile: int = 5, shrink: dict = SHRINK) -> dict:
-    """The same members without Ray on one thread: packed vs one after the other, and a profile."""
-    import torch
+# ---------------------------------------------------------------- where the time goes
 
+
+def short_configs(preset: str, members: int, steps: int) -> tuple[str, list[dict]]:
+    """``members`` configs of the preset's 16-point grid, cut to ``steps`` training steps without
+    evaluation or other measurements (what one training step costs, and nothing else)."""
     from study import load_spec
-    from trainables import get_packed, get_trainable
-    from trainables.packing import BarePackSession
-    from trainables.session import BareSession
 
-    torch.set_num_threads(1)
-    lrs, wds = GRIDS[preset][size]
-    spec = load_spec(preset, [*shrink[preset], *FIXED[preset], f"axes.lr={lrs}", f"axes.weight_decay={wds}",
-                              "threads=1", "device=cpu"])
-    configs = spec.trial_configs()[:members]
-    single, packed = get_trainable(spec.trainable).run_function(), get_packed(spec.trainable).run_function()
-    single(configs[0], BareSession())  # data caches warm for both
-    start = time.perf_counter()
-    for config in configs:
-        single(config, BareSession())
-    one_by_one = time.perf_counter() - start
-    start = time.perf_counter()
-    packed(configs, BarePackSession(len(configs)))
-    together = time.perf_counter() - start
-    return {"preset": preset, "members": len(configs), "one after the other s": one_by_one, "packed s": together,
-            "speed-up": one_by_one / together, **profile_steps(preset, configs, steps_to_profile)}
+    lrs, wds = GRIDS[preset][16]
+    spec = load_spec(preset, [*FIXED[preset], f"axes.lr={lrs}", f"axes.weight_decay={wds}", "threads=1",
+                              "device=cpu"])
+    if spec.trainable == "vision":
+        cut = {"epochs": 1, "hessian_every": 0, "finetune_every": 0, "ema_decay": 0.0, "eval_every": 1,
+               "train_samples": spec.config["batch_size"] * steps, "test_samples": 100, "eval_batch_size": 100,
+               "decay_epoch": 0, "schedule": "constant"}
+    else:
+        cut = {"steps": steps, "eval_every": steps, "eval_batches": 1, "ema_decay": 0.0, "warmup_steps": 0,
+               "tail_steps": 0}
+    return spec.trainable, [{**c, **cut} for c in spec.trial_configs()[:members]]
 
 
-def profile_steps(preset: str, configs: list[dict], steps: int) -> dict:
-    """Self CPU time of a few training steps, unpacked (all members) and packed, by kernel family."""
+def profile_case(preset: str, members: int, steps: int = 6, top: int = 10) -> dict:
+    """Self CPU time per member and training step of each operator, one thread: ``members``
+    unpacked runs one after the other against one pack of them (each run once to warm up)."""
     import torch
     from torch.profiler import profile
 
+    from trainables import get_packed, get_trainable
     from trainables.packing import BarePackSession
     from trainables.session import BareSession
 
-    shorter = ({"epochs": 1, "hessian_every": 0, "finetune_every": 0, "ema_decay": 0.0, "eval_every": 1,
-                "train_samples": 64 * steps, "decay_epoch": 0, "schedule": "constant"} if preset == "ushape-tiny"
-               else {"steps": steps, "eval_every": steps, "eval_batches": 1, "ema_decay": 0.0, "warmup_steps": 0})
-    configs = [{**c, **shorter} for c in configs]
-    from trainables import get_packed, get_trainable
-
-    name = "vision" if preset == "ushape-tiny" else "lm"
+    name, configs = short_configs(preset, members, steps)
     single, packed = get_trainable(name).run_function(), get_packed(name).run_function()
-    out = {}
+    torch.set_num_threads(1)
+    per_op, totals = {}, {}
     for case, work in (("unpacked", lambda: [single(c, BareSession()) for c in configs]),
                        ("packed", lambda: packed(configs, BarePackSession(len(configs))))):
-        work()  # warm
+        work()
         with profile() as prof:
             work()
         events = prof.key_averages()
-        total = sum(e.self_cpu_time_total for e in events)
-        heavy = sum(e.self_cpu_time_total for e in events
-                    if any(k in e.key for k in ("mm", "conv", "bmm", "addmm", "linear")))
-        out[f"{case} profile s"] = total / 1e6
-        out[f"{case} matmul/conv share"] = heavy / total
-        out[f"{case} top kernels"] = [(e.key, round(e.self_cpu_time_total / 1e6, 3))
-                                      for e in sorted(events, key=lambda e: -e.self_cpu_time_total)[:6]]
+        scale = 1e3 / (members * steps * 1e6)  # µs of the whole run → ms per member and step
+        per_op[case] = {e.key: e.self_cpu_time_total * scale for e in events}
+        totals[case] = sum(per_op[case].values())
         del prof
-    torch.set_num_threads(1)
-    return out
+    ranked = sorted(set(per_op["unpacked"]) | set(per_op["packed"]),
+                    key=lambda k: -max(per_op["unpacked"].get(k, 0), per_op["packed"].get(k, 0)))[:top]
+    rows = [{"operator": k, "unpacked ms": per_op["unpacked"].get(k, 0.0), "packed ms": per_op["packed"].get(k, 0.0),
+             "packed / unpacked": per_op["packed"].get(k, 0.0) / per_op["unpacked"][k]
+             if per_op["unpacked"].get(k) else float("nan")} for k in ranked]
+    rows.append({"operator": "(all operators)", "unpacked ms": totals["unpacked"], "packed ms": totals["packed"],
+                 "packed / unpacked": totals["packed"] / totals["unpacked"]})
+    return {"preset": preset, "members": members, "steps": steps, "threads": 1,
+            "unit": "self CPU ms per member and training step (whole runs of a few steps, set-up included)",
+            "top": rows}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["ushape-tiny", "chinchilla-tiny"], choices=sorted(SHRINK))
-    parser.add_argument("--grids", type=int, nargs="*", default=[16, 64], choices=[16, 64],
-                        help="grid sizes run through Ray (none: only the Ray-free comparison)")
-    parser.add_argument("--ks", type=int, nargs="+", default=[4, 16, 64])
-    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--grids", type=int, nargs="*", default=[16], choices=[16, 64],
+                        help="grid sizes run from the CLI (none: only the profiles)")
+    parser.add_argument("--ks", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--gpu-share", type=float, default=0.125, help="GPU share of an unpacked trial on CUDA")
-    parser.add_argument("--compute", type=int, default=16, help="members of the Ray-free comparison (0: skip it)")
-    parser.add_argument("--quick", action="store_true",
-                        help="a few minutes: 16-point grids, K = 4 and 16, half-length runs, 8 members without Ray")
+    parser.add_argument("--profile", type=int, default=6, help="training steps profiled per case (0: no profiles)")
+    parser.add_argument("--quick", action="store_true", help="half-length runs (the same cases and repeats)")
     parser.add_argument("--out", help="JSON path (default: bench/results/packing.json)")
     args = parser.parse_args()
-    if args.quick:
-        args.grids, args.ks, args.repeats, args.compute = [16], [k for k in args.ks if k <= 16], 1, min(args.compute, 8)
     args.shrink = QUICK_SHRINK if args.quick else SHRINK
     if args.device == "auto":
         import torch
 
         args.device = "cuda" if torch.cuda.is_available() else "cpu"
-    record = Record("packing", vars(args))
+    record = Record("packing", {k: v for k, v in vars(args).items() if k != "shrink"})
     record["shrink"] = {p: args.shrink[p] for p in args.presets}
     record["grids"] = {p: {str(k): v for k, v in GRIDS[p].items()} for p in args.presets}
 
@@ -215,14 +215,14 @@ def main() -> None:
         rows = summarise(runs)
         record["runs"], record["summary"] = runs, rows
         say(table(rows))
-    if args.compute:
-        compute = []
+    if args.profile:
+        profiles = []
         for preset in args.presets:
-            compute.append(compute_only(preset, max(args.grids or [16]), args.compute, shrink=args.shrink))
-            say(f"  {preset}: {compute[-1]['members']} members without Ray on one thread: "
-                f"{compute[-1]['one after the other s']:.1f} s one after the other, {compute[-1]['packed s']:.1f} s packed")
-        record["compute_only"] = compute
-        say(table([{k: v for k, v in c.items() if "top kernels" not in k} for c in compute]))
+            for members in args.ks:
+                profiles.append(profile_case(preset, members, steps=args.profile))
+                say(f"\n{preset}, {members} members, one thread: {profiles[-1]['unit']}")
+                say(table(profiles[-1]["top"], floatfmt=".3g"))
+        record["profiles"] = profiles
     say(f"wrote {record.write(args.out)}")
 
 

@@ -185,6 +185,10 @@ def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: floa
         sizes = sorted({len(g) for g in groups})
         print(f"{spec.num_trials} trials, packed (pack: {spec.pack}) into {len(groups)} Ray trials of "
               f"{' or '.join(map(str, sizes))} members")
+        from study.packs import describe_resources, this_machine
+
+        for line in describe_resources(spec, groups, this_machine(spec), "this machine"):
+            print(line)
     else:
         print(f"{spec.num_trials} trials")
     return EXIT_OK

@@ -122,7 +122,8 @@ def param_space(spec: StudySpec) -> dict:
 
 
 def trial_resources(spec: StudySpec) -> dict[str, float]:
-    """What one trial holds: CPUs and (possibly fractional) GPUs, as ``tune.with_resources`` takes them."""
+    """What one trial holds: CPUs and (possibly fractional) GPUs, as ``tune.with_resources`` takes them
+    (a pack's: ``study.packs.pack_resources``)."""
     return {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
 
 
@@ -186,7 +187,7 @@ def _trainable(spec: StudySpec, store: StudyStore, skip=None):
     from trainables.ray_entry import ray_trainable
 
     if spec.pack > 1:
-        return tune.with_resources(_packed_trainable(spec, skip, TrialLogs(store)), trial_resources(spec))
+        return tune.with_resources(_packed_trainable(spec, skip, TrialLogs(store)), _pack_resources(spec))
     return tune.with_resources(ray_trainable(spec.trainable, skip, output=TrialLogs(store)), trial_resources(spec))
 
 
@@ -577,6 +578,14 @@ def _packed_trainable(spec: StudySpec, skip=None, output=None):
     from trainables.packing import packed_ray_trainable
 
     return packed_ray_trainable(spec.trainable, skip, output=output)
+
+
+def _pack_resources(spec: StudySpec):
+    """Each pack's resources (``study.packs.PackResources``), capped by the nodes of the cluster Ray
+    is connected to."""
+    from study.packs import PackResources, ray_nodes
+
+    return PackResources(spec, ray_nodes())
 
 
 def _packed_callbacks(callbacks: list) -> list:

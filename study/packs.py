@@ -16,16 +16,27 @@ one Tune would give its grid point in the unpacked study (``tune_indices``,
 ``training_iteration`` its own report count; it starts with the pack, ends when its last
 report says ``finished``/``diverged`` (a diverged member ends while the others go on),
 and otherwise shares the pack's fate (stopped, failed, cut off by an interruption).
+
+Resources (``pack_resources``): a pack asks for what its members would have held, the spec's
+per-trial ``resources`` times its number of members, so that packing never leaves CPUs idle
+that the unpacked study would have used (its trial runs that many torch threads,
+``trainables.packing.packed_ray_trainable``). Two caps keep it schedulable: GPUs add up to
+at most one GPU's worth (a pack trains on one device), and CPUs to at most the most any node
+of the cluster has (with the GPUs the pack asks for); a cluster that shows no such node yet
+(an autoscaler that has not started its workers) gets one member's resources. The spec's
+``pack_resources: {cpu, gpu}`` replaces all of this with what each pack holds.
 """
 
 from __future__ import annotations
 
 import math
+import os
+from dataclasses import dataclass
 from typing import Any
 
 from ray.tune import Callback
 
-from study.spec import StudySpec
+from study.spec import Resources, StudySpec
 from trainables.packing import (MEMBERS_KEY, PACK_KEY, decode_members, get_packed, member_trial_id, pack_config,
                                 pack_members)
 from trainables.session import STATUS_KEY
@@ -75,6 +86,86 @@ def pack_param_space(spec: StudySpec) -> dict:
     configs, indices = spec.trial_configs(), tune_indices(spec)
     packs = [pack_config([(indices[i], configs[i]) for i in pack]) for pack in pack_groups(spec)]
     return {PACK_KEY: tune.grid_search(packs)}
+
+
+@dataclass(frozen=True)
+class Node:
+    """What one node of a cluster offers: its CPUs and GPUs."""
+
+    cpu: float
+    gpu: float = 0.0
+
+
+def ray_nodes() -> list[Node]:
+    """The alive nodes of the Ray cluster this driver is connected to (``ray.nodes()``)."""
+    import ray
+
+    return [Node(cpu=float(n["Resources"].get("CPU", 0.0)), gpu=float(n["Resources"].get("GPU", 0.0)))
+            for n in ray.nodes() if n.get("Alive")]
+
+
+def this_machine(spec: StudySpec) -> list[Node]:
+    """The node a local launch starts (``study.launch.ensure_ray``: every CPU of this machine, and
+    its GPUs, counted only when the spec asks for some)."""
+    gpus = 0
+    if spec.resources.gpu or (spec.pack_resources is not None and spec.pack_resources.gpu):
+        import torch
+
+        gpus = torch.cuda.device_count()
+    return [Node(cpu=float(os.cpu_count() or 1), gpu=float(gpus))]
+
+
+def pack_resources(per_trial: Resources, members: int, nodes: list[Node],
+                   explicit: Resources | None = None) -> dict[str, float]:
+    """``{"cpu", "gpu"}`` of one pack of ``members`` members on a cluster of ``nodes`` (the rule of
+    the module docstring); ``explicit``: the spec's ``pack_resources``, taken as it is."""
+    if explicit is not None:
+        return {"cpu": explicit.cpu, "gpu": explicit.gpu}
+    gpu = per_trial.gpu * members
+    if per_trial.gpu:
+        gpu = min(gpu, max(per_trial.gpu, 1.0))
+    room = max((node.cpu for node in nodes if node.gpu >= gpu), default=0.0)
+    cpu = max(per_trial.cpu, min(per_trial.cpu * members, room))
+    return {"cpu": round(cpu, 4), "gpu": round(gpu, 4)}  # Ray counts resources in units of 1e-4
+
+
+class PackResources:
+    """``tune.with_resources``' callable: the placement of a packed trial, from its member count."""
+
+    def __init__(self, spec: StudySpec, nodes: list[Node]):
+        self.per_trial, self.explicit, self.nodes = spec.resources, spec.pack_resources, list(nodes)
+
+    def resources(self, config: dict) -> dict[str, float]:
+        return pack_resources(self.per_trial, len(config[PACK_KEY]), self.nodes, self.explicit)
+
+    def __call__(self, config: dict):
+        from ray.tune import PlacementGroupFactory
+
+        wanted = self.resources(config)
+        return PlacementGroupFactory([{key.upper(): value for key, value in wanted.items() if value}])
+
+
+def describe_resources(spec: StudySpec, groups: list[list[int]], nodes: list[Node], where: str) -> list[str]:
+    """What each pack holds, a line per pack size (the dry run); ``where`` names ``nodes``."""
+    lines = []
+    each = spec.resources
+    for size in sorted({len(g) for g in groups}, reverse=True):
+        got = pack_resources(each, size, nodes, spec.pack_resources)
+        held = f"{got['cpu']:g} CPU{'s' if got['cpu'] != 1 else ''}" + (f", {got['gpu']:g} GPU" if got["gpu"] else "")
+        why = [f"{size} x resources.cpu {each.cpu:g}" + (f", {size} x resources.gpu {each.gpu:g}" if each.gpu else "")]
+        if spec.pack_resources is not None:
+            why = ["pack_resources"]
+        else:
+            if got["gpu"] < each.gpu * size:
+                why.append("GPUs capped at one device")
+            if got["cpu"] < each.cpu * size:
+                room = [n.cpu for n in nodes if n.gpu >= got["gpu"]]
+                why.append(f"CPUs capped at the largest node, {where}'s {max(room):g}" if room
+                           else f"no node ({where}) holds it yet: one member's CPUs")
+        threads = spec.config.get("threads") or max(1, int(got["cpu"]))  # as packed_ray_trainable sets them
+        lines.append(f"a pack of {size} holds {held} ({'; '.join(why)}); it runs {threads} torch "
+                     f"thread{'s' if threads != 1 else ''}")
+    return lines
 
 
 class MemberTrial:
@@ -201,4 +292,5 @@ class PackedTrials(Callback):
         return state
 
 
-__all__ = ["pack_groups", "pack_param_space", "PackedTrials", "MemberTrial", "MEMBERS_KEY"]
+__all__ = ["pack_groups", "pack_param_space", "PackedTrials", "MemberTrial", "MEMBERS_KEY", "Node", "ray_nodes",
+           "this_machine", "pack_resources", "PackResources", "describe_resources"]

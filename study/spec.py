@@ -15,6 +15,7 @@
     resources: {cpu: 1, gpu: 0}   # per trial; gpu may be fractional (0.25)
     max_concurrent: null          # trials running at once (null: as resources allow)
     pack: 1                       # grid points trained together in one trial (see study.packs)
+    pack_resources: null          # what one pack holds (null: its members' resources, capped at a node)
     max_failures: 0               # retries of a trial that died or raised (from its last checkpoint)
     keep_checkpoints: 2           # Ray Tune checkpoints kept per trial (null: all)
     stop: {}                      # optional Ray Tune stop criteria, e.g. {time_total_s: 600}
@@ -110,6 +111,9 @@ class StudySpec:
         scheduler: early stopping ``{asha|median: options}``, every option resolved, or None.
         pack: grid points trained together in one Ray trial (1: each its own trial); points
             differing only in the trainable's packable axes share a pack (``study.packs``).
+        pack_resources: what one pack (one Ray trial of a packed study) holds; None: what its
+            members would have held, ``resources`` times their number, capped at one node
+            (``study.packs.pack_resources``).
         imports: Python modules imported before ``trainable`` is looked up; each registers
             trainables of its own with ``trainables.register`` (docs/write-a-trainable.md).
         max_trials: the most trials the spec may make (None: ``DEFAULT_MAX_TRIALS``); the
@@ -138,6 +142,7 @@ class StudySpec:
     sampler: Mapping[str, Any] | None = None
     scheduler: Mapping[str, Any] | None = None
     pack: int = 1
+    pack_resources: Resources | None = None
     imports: tuple[str, ...] = ()
     max_trials: int | None = None
     loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
@@ -208,6 +213,9 @@ class StudySpec:
             data["scheduler"] = {k: dict(v) for k, v in self.scheduler.items()}
         if data.pop("pack") > 1:  # an unpacked study's spec.yaml stays as it was
             data["pack"] = self.pack
+        pack_resources = data.pop("pack_resources")
+        if pack_resources is not None:  # likewise a packed one that keeps the default
+            data["pack_resources"] = pack_resources
         if data.pop("imports"):  # likewise a spec without imports
             data["imports"] = list(self.imports)
         if data.pop("max_trials") is not None:  # a raised cap is kept, so that resume accepts the spec
@@ -340,7 +348,8 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
-             "num_samples", "search_seed", "sampler", "scheduler", "pack", "imports", "max_trials", "loggers")
+             "num_samples", "search_seed", "sampler", "scheduler", "pack", "pack_resources", "imports", "max_trials",
+             "loggers")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -420,17 +429,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     if mode not in MODES:
         raise fail("mode", f"expected min or max, got {short_repr(mode)}")
 
-    res_in = _mapping(data.get("resources", {}), "resources", fail)
-    for key in res_in:
-        if key not in ("cpu", "gpu"):
-            raise fail(f"resources.{_key(key)}", "unknown resource; use cpu and gpu")
-    cpu, gpu = res_in.get("cpu", 1), res_in.get("gpu", 0)
-    if not is_finite_number(cpu) or cpu <= 0:
-        raise fail("resources.cpu", f"expected a number > 0, got {short_repr(cpu)}")
-    if not is_finite_number(gpu) or gpu < 0:
-        raise fail("resources.gpu", f"expected a number >= 0 (fractions share a GPU), got {short_repr(gpu)}")
-    if 1 < gpu != int(gpu):
-        raise fail("resources.gpu", f"more than one GPU must be a whole number, got {gpu!r}")
+    per_trial = _resources(data.get("resources", {}), "resources", fail)
 
     max_concurrent = data.get("max_concurrent")
     if max_concurrent is not None and (not _is_int(max_concurrent) or max_concurrent < 1):
@@ -460,6 +459,11 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     if not isinstance(description, str):
         raise fail("description", "expected text")
     pack = _pack(data, info, config_class, config, axes, stop, fail)
+    pack_resources = data.get("pack_resources")
+    if pack_resources is not None:
+        if pack == 1:
+            raise fail("pack_resources", "sets what one pack holds; it needs pack > 1 (unpacked trials hold resources)")
+        pack_resources = _resources(pack_resources, "pack_resources", fail)
 
     # ---- search beyond the grid: ranges, budget, seed, sampler, scheduler (study.search)
     if search == "grid" and ranges:
@@ -496,10 +500,10 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
 
     return StudySpec(
         name=name, trainable=info.name, config=config, axes=axes, search=search, metric=metric,
-        mode=mode, resources=Resources(cpu=cpu, gpu=gpu), max_concurrent=max_concurrent,
+        mode=mode, resources=per_trial, max_concurrent=max_concurrent,
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
-        pack=pack, imports=imports, max_trials=max_trials, loggers=loggers,
+        pack=pack, pack_resources=pack_resources, imports=imports, max_trials=max_trials, loggers=loggers,
     )
 
 
@@ -642,6 +646,23 @@ def _pack(data: Mapping[str, Any], info, config_class: type, config: dict, axes:
         raise fail(f"stop.{metric_stops[0]}", "a packed trial reports for several grid points at once; only "
                                               "time_total_s can stop it (drop pack to stop on a metric)")
     return pack
+
+
+def _resources(value: Any, key: str, fail) -> Resources:
+    """``resources`` or ``pack_resources``: a mapping of cpu (> 0, default 1) and gpu (>= 0, a fraction
+    shares a GPU, more than one a whole number; default 0)."""
+    given = _mapping(value, key, fail)
+    for name in given:
+        if name not in ("cpu", "gpu"):
+            raise fail(f"{key}.{_key(name)}", "unknown resource; use cpu and gpu")
+    cpu, gpu = given.get("cpu", 1), given.get("gpu", 0)
+    if not is_finite_number(cpu) or cpu <= 0:
+        raise fail(f"{key}.cpu", f"expected a number > 0, got {short_repr(cpu)}")
+    if not is_finite_number(gpu) or gpu < 0:
+        raise fail(f"{key}.gpu", f"expected a number >= 0 (fractions share a GPU), got {short_repr(gpu)}")
+    if 1 < gpu != int(gpu):
+        raise fail(f"{key}.gpu", f"more than one GPU must be a whole number, got {gpu!r}")
+    return Resources(cpu=cpu, gpu=gpu)
 
 
 def _mapping(value: Any, key: str, fail) -> dict:

@@ -1,5 +1,7 @@
 """The packed vision trainable: each member reports what its own unpacked run reports."""
 
+import math
+
 import pytest
 import torch
 
@@ -131,6 +133,14 @@ def test_the_batched_hessian_trace_equals_each_members_own():
             assert traces[seed] == pytest.approx(expected, rel=1e-5)
         if tol:
             assert len(set(used)) > 1, used
+    # a diverged member (NaN weights, masked out) gets NaN from no probes; the others are as before
+    stacked = StackedModel(members)
+    with torch.no_grad():
+        next(iter(stacked.params.values()))[1] = math.nan
+    masked, count = batched_trace(stacked, batches, probes=6, tol=0.2, active=[True, False, True],
+                                  generators=[derived_generator(cpu, seed, 9) for seed in range(3)])
+    assert math.isnan(masked[1]) and count[1] == 0
+    assert [masked[0], masked[2]] == [traces[0], traces[2]] and [count[0], count[2]] == [used[0], used[2]]
 
 
 def test_a_diverging_member_ends_diverged_and_the_others_are_unchanged():

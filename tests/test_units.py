@@ -58,3 +58,21 @@ def test_probe_is_deterministic_resumable_and_diverges():
     blown = BareSession()
     run({"lr": 3.0, "steps": 50, "divergence_ratio": 100.0}, blown)  # lr * a = 3 > 2
     assert blown.status == "diverged" and blown.reports[-1]["diverged_step"] < 50
+
+
+def test_member_schedules_table_equals_lr_at_for_every_member_and_step():
+    import torch
+
+    from trainables.schedules import MemberSchedules
+
+    members = [dict(schedule="cosine", lr=1.0, total_steps=110, warmup_steps=10, min_lr=0.1),
+               dict(schedule="step", lr=0.3, total_steps=110, decay_step=50, decay_lr=1e-4, warmup_steps=5),
+               dict(schedule="constant", lr=0.2, total_steps=110, warmup_steps=4),
+               dict(schedule="step", lr=0.1, total_steps=110, decay_step=80, decay_lr=0.01)]
+    schedules = MemberSchedules(members)
+    table = schedules.table(3, 120, torch.device("cpu"))
+    assert table.shape == (120, 4) and table.dtype == torch.float64
+    # bit for bit: the same float64 operations in the same order (torch.cos against math.cos here too)
+    assert table.tolist() == [schedules.at(step) for step in range(3, 123)]
+    with pytest.raises(ValueError, match="unknown schedule"):
+        MemberSchedules([dict(schedule="linear", lr=1, total_steps=1)])

@@ -291,6 +291,12 @@ class BatchedSGD:
     steps (its buffer is then always its last gradient). Per member and element:
 
         d ← g + λp (l2);  b ← μb + d (b = d at the first step);  p ← p − lr·b
+
+    A step is a few ``torch._foreach_*`` calls over all tensors of a group (one kernel per op
+    and tensor on a CPU, one per op on a GPU where the shapes allow), the per-member values
+    multiplied in as [K, 1, …] views of [K] tensors kept per dtype, whose values are copied in
+    place from the step's [K] float64 arguments (no host work per member or tensor). The
+    arithmetic is unchanged: float64 hyperparameters, cast to the parameters' dtype at use.
     """
 
     def __init__(self, groups: Sequence[tuple[Sequence[torch.Tensor], bool]], *, momentum: torch.Tensor,
@@ -302,35 +308,57 @@ class BatchedSGD:
         self.mode = mode
         # zeros: μ·0 + d = d reproduces torch's first step (the buffer starts as the first d)
         self.buffers = {id(p): torch.zeros_like(p) for params, _ in self.groups for p in params}
+        # the step's per-member values in each dtype of the parameters: [K] tensors, viewed per tensor
+        dtypes = {p.dtype for p in self.params()}
+        self._values = {dtype: {name: torch.zeros_like(self.momentum, dtype=dtype)
+                                for name in ("lr", "weight_decay", "shrink", "momentum")} for dtype in dtypes}
+        for values in self._values.values():
+            values["momentum"].copy_(self.momentum)
 
     def params(self) -> list[torch.Tensor]:
         return [p for params, _ in self.groups for p in params]
 
+    def _views(self, name: str, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        return [self._values[t.dtype][name].view(-1, *([1] * (t.dim() - 1))) for t in tensors]
+
     @torch.no_grad()
     def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | None = None) -> None:
         lr, weight_decay = lr.double(), weight_decay.double()
+        shrink = 1 - lr * weight_decay
+        for values in self._values.values():
+            values["lr"].copy_(lr)
+            values["weight_decay"].copy_(weight_decay)
+            values["shrink"].copy_(shrink)
         for params, decayed in self.groups:
-            for p in params:
-                if p.grad is None:
-                    continue
-                d, buf = p.grad, self.buffers[id(p)]
-                if active is None:  # in place
-                    if decayed and self.mode == "l2":
-                        d = d.add_(_per_member(weight_decay, p) * p)  # the gradient is not used again
-                    elif decayed:
-                        p.mul_(_per_member(1 - lr * weight_decay, p))
-                    buf.mul_(_per_member(self.momentum, buf)).add_(d)
-                    p.sub_(_per_member(lr, p) * buf)
-                    continue
-                new_p = p
-                if decayed and self.mode == "l2":
-                    d = d + _per_member(weight_decay, p) * p
-                elif decayed:
-                    new_p = p * _per_member(1 - lr * weight_decay, p)
-                new_buf = buf * _per_member(self.momentum, buf) + d
-                new_p = new_p - _per_member(lr, p) * new_buf
-                p.copy_(_masked(active, new_p, p))
-                buf.copy_(_masked(active, new_buf, buf))
+            params = [p for p in params if p.grad is not None]
+            if not params:
+                continue
+            if active is not None:  # a member masked out (diverged): its tensors must not change
+                self._masked_step(params, decayed, lr, weight_decay, active)
+                continue
+            grads, bufs = [p.grad for p in params], [self.buffers[id(p)] for p in params]
+            # (a product, then a sum: addcmul's fused multiply-add would round differently)
+            if decayed and self.mode == "l2":  # the gradient is not used again
+                torch._foreach_add_(grads, torch._foreach_mul(params, self._views("weight_decay", params)))
+            elif decayed:
+                torch._foreach_mul_(params, self._views("shrink", params))
+            torch._foreach_mul_(bufs, self._views("momentum", bufs))
+            torch._foreach_add_(bufs, grads)
+            torch._foreach_sub_(params, torch._foreach_mul(bufs, self._views("lr", params)))
+
+    def _masked_step(self, params, decayed: bool, lr: torch.Tensor, weight_decay: torch.Tensor,
+                     active: torch.Tensor) -> None:
+        for p in params:
+            d, buf = p.grad, self.buffers[id(p)]
+            new_p = p
+            if decayed and self.mode == "l2":
+                d = d + _per_member(weight_decay, p) * p
+            elif decayed:
+                new_p = p * _per_member(1 - lr * weight_decay, p)
+            new_buf = buf * _per_member(self.momentum, buf) + d
+            new_p = new_p - _per_member(lr, p) * new_buf
+            p.copy_(_masked(active, new_p, p))
+            buf.copy_(_masked(active, new_buf, buf))
 
     def state_dict(self) -> dict:
         return {"momentum_buffers": [self.buffers[id(p)].clone() for p in self.params()]}

@@ -25,9 +25,13 @@ This module is torch- and Ray-free (the spec validation and the driver import it
 from __future__ import annotations
 
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
+import functools
 import importlib
 import json
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -275,6 +279,32 @@ def decode_members(result: Mapping[str, Any]) -> dict[int, dict]:
     return {int(k): v for k, v in json.loads(raw).items()}
 
 
+# ---------------------------------------------------------------- memory
+
+
+# glibc's mallopt parameters, and the largest mmap threshold it accepts on 64-bit systems
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX = -1, -3, 32 * 1024 * 1024
+
+
+@functools.cache
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of handing it back to the OS (Linux only;
+    once per process; returns whether it applied). A pack's activations are K times a trial's:
+    blocks of megabytes, which glibc by default maps afresh for every allocation and unmaps when
+    freed, so that every step pays for page faults and the zeroing of new pages (measured for
+    the 1-D CNN at K = 16 on one thread: about 9,000 minor faults per step, 20-40 % of the step).
+    Blocks of up to 32 MiB now come from the heap, which is no longer trimmed: the process keeps
+    its peak memory."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # another C library (musl has no mallopt)
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 # ---------------------------------------------------------------- the Ray Tune entry point
 
 
@@ -303,6 +333,7 @@ def packed_ray_trainable(name: str, skip: Callable[[str, dict], Any] | None = No
 
         if not members[0][1].get("threads"):
             torch.set_num_threads(_trial_cpus())
+        keep_freed_memory()
         run = info.run_function()
         if output is None:
             run([member for _, member in members], RayPackSession(len(members)))

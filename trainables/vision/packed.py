@@ -17,9 +17,11 @@ of its own unpacked run (up to float rounding: grouped convolutions sum in anoth
   ``trainables.batched.update_norm_stats``.
 - Data order: each member's batches come from the generator of its own seed (members
   sharing a seed share one draw and one input tensor, vmapped as shared).
-- Tr(H): batched on a GPU; on a CPU, where the vmapped double backward is slower than K
-  separate ones, each member is materialised as an ordinary module and measured by the
-  unpacked code.
+- Tr(H): one batched double backward per probe for all members (each member's probes from
+  its own generator, its own stopping rule), on CPUs too. (It used to run member by member
+  on CPUs, where the vmapped double backward measured 1.1-1.7x slower than K separate ones:
+  most of that was page faults of the K-times larger activations, which
+  ``trainables.packing.keep_freed_memory`` removes.)
 - Divergence: each member has its own ``DivergenceDetector``, checked at every epoch's
   end as unpacked: a member whose epoch had a NaN/inf loss, or whose blow-up above
   ``divergence_loss`` does not recover, reports ``diverged`` at that epoch and is masked
@@ -35,15 +37,15 @@ import torch
 import torch.nn.functional as F
 
 from trainables.batched import BatchedSGD, StackedModel, member_norms, update_norm_stats
-from trainables.packing import PackSession, member_configs
+from trainables.packing import PackSession, keep_freed_memory, member_configs
 from trainables.precision import Precision
+from trainables.schedules import MemberSchedules
 from trainables.vision.config import VisionConfig
 from trainables.vision.data import DeviceBatches, VisionData
 from trainables.vision.hessian import PROBES_PER_PASS, rademacher_like
 from trainables.vision.optim import weight_decay_groups
 from trainables.vision.train import EngineState, build_model, make_projection, train
 from trainables.vision.train import member_batches  # noqa: F401 (re-exported: it used to live here)
-from trainables.vision.train import hessian_trace as single_hessian_trace  # noqa: I001 (one name renamed)
 
 
 # ---------------------------------------------------------------- what each member computes (inside the vmap)
@@ -100,9 +102,11 @@ def evaluate(model: StackedModel, batches: DeviceBatches, prec, *, params=None, 
 
 
 def hessian_trace(model: StackedModel, batches: DeviceBatches, *, probes: int, tol: float,
-                  generators: list[torch.Generator]) -> tuple[list[float], list[int]]:
+                  generators: list[torch.Generator], active: list[bool] | None = None) -> tuple[list[float], list[int]]:
     """``trainables.vision.train.hessian_trace`` for all members: Hutchinson's estimate of each
     member's Tr(H) (fp32, BatchNorm in eval mode), each with its own probes and stopping rule.
+    A member masked out (``active[k]`` false: diverged) gets NaN from 0 probes and does not keep
+    the others drawing probes.
 
     The loss summed over members has a block-diagonal Hessian, so one double backward of the
     stacked model gives every member's Hv; each member's vᵀHv is the sum over its own slices.
@@ -119,7 +123,7 @@ def hessian_trace(model: StackedModel, batches: DeviceBatches, *, probes: int, t
 
     size = model.size
     values: list[list[float]] = [[] for _ in range(size)]
-    estimate: list[float | None] = [None] * size
+    estimate: list[float | None] = [None if active is None or active[k] else math.nan for k in range(size)]
     previous = [0.0] * size
     drawn_so_far = 0
     while any(e is None for e in estimate) and drawn_so_far < probes:
@@ -187,6 +191,7 @@ class StackedEngine(EngineState):
     @classmethod
     def build(cls, cfgs: list[VisionConfig], data: VisionData, device: torch.device, prec: Precision,
               layout: torch.memory_format) -> "StackedEngine":
+        keep_freed_memory()  # K-times larger activations: reused, not mapped afresh at every step
         # the members' models, each from its own seed and projected as its own run, then stacked
         cfg = cfgs[0]
         members, radii = [], []
@@ -251,11 +256,15 @@ class StackedEngine(EngineState):
     def train(self) -> None:
         self.model.train()
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float], *, shared: bool):
+    def learning_rates(self, schedules: MemberSchedules, first: int, count: int) -> torch.Tensor:
+        """The epoch's LRs, [count, K] float64 on the device, computed there for all members at once."""
+        return schedules.table(first, count, self.device)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, lrs: torch.Tensor, *, shared: bool):
         with self.prec.autocast():
             loss, logits = self.model(x, y, shared=shared, fn=loss_and_logits)  # (K,), (K, B, classes)
         loss.sum().backward()  # member k's gradient is that of its own loss
-        self.optimizer.step(self._per_member(lrs), self.weight_decays, self.mask)
+        self.optimizer.step(lrs, self.weight_decays, self.mask)
         self.model.zero_grad()
         if self.project_each_step:
             self.projection(self.model)
@@ -285,20 +294,8 @@ class StackedEngine(EngineState):
 
     def hessian(self, batches: DeviceBatches, generators: list[torch.Generator],
                 active: list[bool]) -> tuple[list[float], list[int]]:
-        cfg = self.cfg
-        if self.device.type == "cuda":  # one batched double backward for all members
-            return hessian_trace(self.model, batches, probes=cfg.hessian_probes, tol=cfg.hessian_tol,
-                                 generators=generators)
-        # On CPUs member by member, through the unpacked code: the double backward of the vmapped
-        # model costs 1.4-1.7x that of the K separate ones there (bench/README.md, packing).
-        traces, used = [], []
-        for k, generator in enumerate(generators):
-            trace, probes = (single_hessian_trace(self.model.member(k), batches, probes=cfg.hessian_probes,
-                                                  tol=cfg.hessian_tol, generator=generator)
-                             if active[k] else (math.nan, 0))
-            traces.append(trace)
-            used.append(probes)
-        return traces, used
+        return hessian_trace(self.model, batches, probes=self.cfg.hessian_probes, tol=self.cfg.hessian_tol,
+                             generators=generators, active=active)
 
 
 def run(configs: list[dict], session: PackSession) -> None:

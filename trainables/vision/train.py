@@ -36,7 +36,6 @@ fine-tuning branch is due) it evaluates, measures and reports:
 from __future__ import annotations
 
 import copy
-import functools
 import math
 import time
 from dataclasses import dataclass
@@ -52,7 +51,7 @@ from trainables.models.vgg import PLANS, VGG, VGGConfig
 from trainables.packing import OneMemberSession, PackSession
 from trainables.precision import Precision, precision, resolve_device
 from trainables.registry import ConfigError, build_config
-from trainables.schedules import lr_at
+from trainables.schedules import MemberSchedules
 from trainables.session import Session
 from trainables.vision.config import VisionConfig
 from trainables.vision.data import DeviceBatches, VisionData, balanced_subset, load_dataset
@@ -171,16 +170,18 @@ class EpochStats:
     steps: int = 0
 
 
-def train_epoch(engine, batches: "MemberBatches", lrs_of_step, first_step: int,
+def train_epoch(engine, batches: "MemberBatches", schedules: MemberSchedules, first_step: int,
                 last_finite_loss: torch.Tensor) -> EpochStats:
-    """One epoch of the engine's members, each on its own batches and LR schedule
-    (``lrs_of_step(step)``: each member's LR)."""
+    """One epoch of the engine's members, each on its own batches and LR schedule (the engine
+    takes the epoch's LRs at once, ``engine.learning_rates``: on the host for a run of one, on
+    the device for a pack)."""
     size, device = engine.size, last_finite_loss.device
     stats = EpochStats(torch.zeros(size, device=device), torch.zeros(size, dtype=torch.long, device=device),
                        torch.full((size,), -1, dtype=torch.long, device=device), last_finite_loss.clone())
     engine.train()
+    lrs = engine.learning_rates(schedules, first_step, len(batches))
     for i, (x, y) in enumerate(batches.epoch()):
-        loss, correct = engine.train_step(x, y, lrs_of_step(first_step + i), shared=batches.shared)
+        loss, correct = engine.train_step(x, y, lrs[i], shared=batches.shared)
         finite = torch.isfinite(loss)
         stats.loss_sum += loss
         stats.correct += correct
@@ -306,7 +307,9 @@ class ModuleEngine(EngineState):
     The engine interface the loop (``train``) drives; every per-member value is a list or a [K]
     tensor: ``build(cfgs, data, device, prec, layout)`` (members from their seeds, projected at init
     as their runs), ``size``, ``constants``, ``layer_names``, ``has_scale_invariant``;
-    ``train()``, ``train_step(x, y, lrs, shared=)`` → (loss, correct) [K]; ``project()`` (the
+    ``train()``, ``learning_rates(schedules, first, count)`` (the epoch's LRs, one item per step: host
+    floats here, a device table in a pack), ``train_step(x, y, lrs, shared=)`` → (loss, correct) [K];
+    ``project()`` (the
     per-epoch projection); ``set_active(active)`` (masked members stop changing);
     ``evaluate(batches)`` / ``ema_evaluate(norm_batches, batches)`` → (losses, errors);
     ``norms()`` → rows all / scale-invariant / each layer, of K values; ``hessian(batches,
@@ -353,6 +356,9 @@ class ModuleEngine(EngineState):
 
     def train(self) -> None:
         self.model.train()
+
+    def learning_rates(self, schedules: MemberSchedules, first: int, count: int) -> list[list[float]]:
+        return [schedules.at(step) for step in range(first, first + count)]  # Python floats, as torch's SGD takes
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor, lrs: list[float], *, shared: bool):
         (lr,) = lrs
@@ -455,11 +461,12 @@ def train(cfgs: list[VisionConfig], session: PackSession, engine_class) -> None:
     # the members' models, projections, optimiser, EMA: the engine's
     engine = engine_class.build(cfgs, data, device, prec, layout)
     steps_per_epoch = len(train_batches)
-    schedules = [functools.partial(
-        lr_at, schedule=c.schedule, lr=c.lr, total_steps=c.epochs * steps_per_epoch,
+    schedules = MemberSchedules([dict(
+        schedule=c.schedule, lr=c.lr, total_steps=c.epochs * steps_per_epoch,
         warmup_steps=c.warmup_epochs * steps_per_epoch, min_lr=c.min_lr,
         decay_step=(c.decay_epoch or max(1, c.epochs // 2)) * steps_per_epoch,
-        decay_lr=c.decay_lr or c.lr * c.decay_factor) for c in cfgs]
+        decay_lr=c.decay_lr or c.lr * c.decay_factor) for c in cfgs])
+    finetune_schedules = MemberSchedules([dict(schedule="constant", lr=c.finetune_lr, total_steps=1) for c in cfgs])
     detectors = [divergence_detector(c, steps_per_epoch) for c in cfgs]
 
     start_epoch, step = 0, 0
@@ -497,8 +504,7 @@ def train(cfgs: list[VisionConfig], session: PackSession, engine_class) -> None:
         branch = engine.branch()
         batches = member_batches(template, seeds, lambda seed: derived_generator(device, seed, epoch, 1))
         for e in range(cfg.finetune_epochs):
-            stats = train_epoch(branch, batches, lambda s: [c.finetune_lr for c in cfgs], e * steps_per_epoch,
-                                last_finite_loss)
+            stats = train_epoch(branch, batches, finetune_schedules, e * steps_per_epoch, last_finite_loss)
         if cfg.train_eval == "full":
             train_losses, _ = branch.evaluate(train_eval)
         else:
@@ -513,8 +519,7 @@ def train(cfgs: list[VisionConfig], session: PackSession, engine_class) -> None:
 
     for epoch in range(start_epoch, cfg.epochs):
         started = time.perf_counter()
-        stats = train_epoch(engine, train_batches, lambda s: [schedule(s) for schedule in schedules], step,
-                            last_finite_loss)
+        stats = train_epoch(engine, train_batches, schedules, step, last_finite_loss)
         step += stats.steps
         if cfg.projection_every == "epoch":
             engine.project()
@@ -526,11 +531,12 @@ def train(cfgs: list[VisionConfig], session: PackSession, engine_class) -> None:
         last_finite_loss = stats.last_finite_loss
         reports, statuses = {}, {}
         last = epoch + 1 == cfg.epochs
+        epoch_lrs = schedules.at(step - 1)  # each member's LR at the epoch's last step
         for k in range(size):
             if not active[k]:
                 continue
             running_loss = loss_sums[k] / stats.steps
-            metrics = {"epoch": epoch + 1, "step": step, "lr": schedules[k](step - 1),
+            metrics = {"epoch": epoch + 1, "step": step, "lr": epoch_lrs[k],
                        "samples_per_s": stats.steps * cfg.batch_size / train_seconds, **engine.constants[k]}
             diverged = detectors[k].check(running_loss if first_bads[k] < 0 else math.nan,
                                           int(first_bads[k]) if first_bads[k] >= 0 else step, final=last)

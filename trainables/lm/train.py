@@ -22,6 +22,7 @@ one that does not (or is still open at the last report) ends it ``diverged``, wi
 from __future__ import annotations
 
 import copy
+import math
 import time
 import warnings
 
@@ -56,6 +57,36 @@ def schedule_at(cfg: LMConfig, step: int) -> tuple[float, float]:
     lr = lr_at(step, schedule=cfg.schedule, lr=cfg.lr, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps,
                min_lr=cfg.lr * cfg.min_lr_ratio)
     return lr, cfg.weight_decay
+
+
+class MemberSchedules:
+    """``schedule_at`` of K members at once on the device: ``at(step)`` is each member's (learning
+    rate, weight decay) of optimiser step ``step`` as two float64 [K] device tensors, computed from
+    the step (a Python number, passed to the kernels as a scalar: no host-device copy, no
+    synchronisation) and the members' schedule constants, which are on the device from the start.
+    The same arithmetic as ``schedule_at`` (``torch.cos`` for ``math.cos``)."""
+
+    def __init__(self, cfgs: list[LMConfig], device: torch.device):
+        def per_member(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float64, device=device)
+
+        self.steps = cfgs[0].steps  # the same for every member (not a packable axis)
+        self.lr = per_member([c.lr for c in cfgs])
+        self.min_lr = per_member([c.lr * c.min_lr_ratio for c in cfgs])
+        self.warmup = per_member([c.warmup_steps for c in cfgs])
+        self.span = per_member([max(1, c.steps - c.warmup_steps) for c in cfgs])
+        self.cosine = torch.tensor([c.schedule == "cosine" for c in cfgs], device=device)
+        self.weight_decay = per_member([c.weight_decay for c in cfgs])
+        self.tail = (per_member([c.tail_lr for c in cfgs]), torch.zeros_like(self.lr))
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if step >= self.steps:
+            return self.tail
+        warming = self.lr * step / self.warmup.clamp(min=1)
+        progress = ((step - self.warmup) / self.span).clamp(max=1.0)
+        cosine = self.min_lr + (self.lr - self.min_lr) * 0.5 * (1.0 + torch.cos(math.pi * progress))
+        lr = torch.where(step < self.warmup, warming, torch.where(self.cosine, cosine, self.lr))
+        return lr, self.weight_decay
 
 
 class ParameterEMA:
@@ -128,7 +159,9 @@ class ModuleEngine:
     the unpacked trial at its own speed. The engine interface the loop drives (``train``):
 
     - ``params`` (decayed tensors first), ``decayed``, ``fixed_metrics``, ``flops_per_token``;
-    - ``set_schedule([(lr, weight_decay)] per member)`` before each step;
+    - ``set_step(step)`` before each optimiser step: its learning rate and weight decay
+      (``schedule_at``, each member's own, computed by the engine: on the host for K = 1, on
+      the device for a pack);
     - ``loss_and_backward(x, y, shared, accumulation)``: one micro-batch's forward and
       backward, the members' losses as a detached [K] tensor;
     - ``step()``: the L2 penalty's gradient, clipping, the optimiser step, the parameter
@@ -157,8 +190,8 @@ class ModuleEngine:
         self.fixed_metrics = groups.summary()
         self.flops_per_token = model.flops_per_token()
 
-    def set_schedule(self, schedule: list[tuple[float, float]]) -> None:
-        ((self.lr, weight_decay),) = schedule
+    def set_step(self, step: int) -> None:
+        self.lr, weight_decay = schedule_at(self.cfg, step)
         set_schedule(self.optimizer, lr=self.lr, weight_decay=weight_decay)
 
     def loss_and_backward(self, x: torch.Tensor, y: torch.Tensor, shared: bool, accumulation: int) -> torch.Tensor:
@@ -285,8 +318,7 @@ def train(cfgs: list[LMConfig], session: PackSession, engine_class) -> None:
     timer = IntervalTimer(device)
     timer.start()
     for step in range(start_step, total_steps):
-        schedule = [schedule_at(c, step) for c in cfgs]  # (lr, weight decay) of each member
-        engine.set_schedule(schedule)
+        engine.set_step(step)  # each member's learning rate and weight decay, by the engine
         step_loss = torch.zeros(size, device=device)
         for _ in range(cfg.accumulation):
             x, y = batch()
@@ -303,6 +335,7 @@ def train(cfgs: list[LMConfig], session: PackSession, engine_class) -> None:
 
         # report point: every member's metrics on the device, then one host synchronisation
         timer.stop()
+        schedule = [schedule_at(c, step) for c in cfgs]  # (lr, weight decay) of each member, reported
         values = {
             "train_loss": loss_sum / steps_in_interval,
             "grad_norm": grad_norm_sum / steps_in_interval,

@@ -243,15 +243,13 @@ def test_fused_batched_adamw_is_bit_for_bit_torchs_fused_adamw_per_member():
     def make_torch(k, params):
         opt = torch.optim.AdamW([{"params": params[:1], "weight_decay": wd[k]}, {"params": params[1:], "weight_decay": 0.0}],
                                 lr=lr[k], betas=(b1[k], b2[k]), eps=eps[k], fused=True)
-        original = opt.step
+        done = []
 
-        def scheduled(closure=None):
-            scheduled.calls += 1
+        def halve_after_two(opt, args, kwargs):
+            done.append(1)
             for group in opt.param_groups:
-                group["lr"] = lr[k] * (0.5 if scheduled.calls > 2 else 1.0)
-            return original(closure)
-        scheduled.calls = 0
-        opt.step = scheduled
+                group["lr"] = lr[k] * (0.5 if len(done) >= 2 else 1.0)
+        opt.register_step_post_hook(halve_after_two)
         return opt
 
     batched, singles = run_both(

@@ -254,10 +254,12 @@ class BatchedAdamW:
 
     @torch.no_grad()
     def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | Sequence[bool] | None = None) -> None:
+        members = None  # the active members, when known on the host
         if active is not None and not isinstance(active, torch.Tensor):
+            members = [k for k, on in enumerate(active) if on]
             active = torch.tensor(list(active), device=self.steps.device)
         if self.fused:
-            return self._fused_step(lr, weight_decay, active)
+            return self._fused_step(lr, weight_decay, active, members)
         lr, weight_decay = lr.double(), weight_decay.double()
         self.steps += 1 if active is None else active.double()
         bias1 = 1 - self.beta1 ** self.steps
@@ -287,8 +289,10 @@ class BatchedAdamW:
                 exp_avg.copy_(_masked(active, new_avg, exp_avg))
                 exp_avg_sq.copy_(_masked(active, new_sq, exp_avg_sq))
 
-    def _fused_step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | None) -> None:
-        members = range(self.size) if active is None else [k for k, on in enumerate(active.tolist()) if on]
+    def _fused_step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | None,
+                    members: list[int] | None) -> None:
+        if members is None:  # (a mask as a tensor is read to the host: give a list to spare a GPU the sync)
+            members = range(self.size) if active is None else [k for k, on in enumerate(active.tolist()) if on]
         shrink = 1 - lr.double() * weight_decay.double()  # rounded to the parameters' dtype, as the fused kernel
         if active is not None:
             shrink = torch.where(active, shrink, 1.0)  # a masked member's tensors times 1: unchanged

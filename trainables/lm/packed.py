@@ -1,12 +1,16 @@
 """The LM trainable packed: K configs that differ only in optimiser hyperparameters, trained as one.
 
 ``run(configs, session)`` is the LM trainable's one loop (``trainables.lm.train.train``)
-driving a ``StackedEngine``: one GPT per config as a ``StackedModel`` (one batched
-forward/backward per micro-batch) with a ``BatchedAdamW`` (or ``BatchedSGD``) whose
-learning rate, weight decay, betas and epsilon are [K] tensors, each member on the
-schedule of its own config. Each member reports the same metrics at the same steps as its
-unpacked run, with the same arithmetic (up to float rounding: batched matmuls and the
-composite attention kernel sum in another order).
+driving a ``StackedEngine``: the K GPTs' tensors stacked (``StackedModel``: (K, ...) leaves,
+the checkpoint layout) and run by one ``StackedGPT`` (``torch.func.functional_call``, no
+vmap): each Linear one batched matmul over the members, attention one fused
+``scaled_dot_product_attention`` over the K·B sequences, one backward per micro-batch. The
+optimiser is a ``BatchedAdamW`` (torch's fused AdamW kernel, member by member, on CPUs and
+GPUs) or a ``BatchedSGD``, with each member's betas, epsilon, learning rate and weight decay;
+the learning rates and weight decays of a step come from ``MemberSchedules``, on the device.
+Each member reports the same metrics at the same steps as its unpacked run, with the same
+arithmetic up to float rounding (batched matmuls and layer norms sum in another order; the
+optimiser step itself is bit for bit the unpacked run's fused AdamW).
 
 - Data: each member draws the windows of its own seed (members sharing a seed share one
   draw, and then one input tensor); evaluation batches are fixed and shared.
@@ -27,7 +31,6 @@ import ctypes
 import functools
 
 import torch
-
 from torch.func import functional_call
 
 from trainables.batched import BatchedAdamW, BatchedSGD, StackedModel, clip_member_grads, member_norms
@@ -90,7 +93,7 @@ class StackedEngine:
         self.ema = {n: p.detach().float().clone() for n, p in self.model.params.items()} if cfg.ema_decay > 0 else None
         self.ema_pairs = [(self.ema[n], p) for n, p in self.model.params.items()] if self.ema is not None else []
         self.schedules = MemberSchedules(cfgs, device)
-        self.mask = None  # [K] bool tensor once a member is masked out
+        self.mask = None  # once a member is masked out: [K] bools (a list for AdamW, a device tensor for SGD)
 
     def _per_member(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64, device=self.device)
@@ -121,7 +124,7 @@ class StackedEngine:
         return grad_norm
 
     def set_active(self, active: list[bool]) -> None:
-        self.mask = torch.tensor(active, device=self.device)
+        self.mask = list(active) if isinstance(self.optimizer, BatchedAdamW) else torch.tensor(active, device=self.device)
 
     def norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return member_norms(tensors)

@@ -167,4 +167,5 @@ def test_stacked_gpt_attention_is_one_fused_kernel_over_the_pack():
     if not attention:
         pytest.skip("this torch has no CPU flash attention kernel")
     # one call per layer for the whole pack, on its K·B = 20 sequences: (K·B, heads, T, head size)
-    assert [e.input_shapes[0] for e in attention] == [[20, config.n_head, 16, config.n_embd // config.n_head]] * config.n_layer
+    shape = [20, config.n_head, 16, config.n_embd // config.n_head]
+    assert [e.input_shapes[0] for e in attention] == [shape] * config.n_layer

@@ -224,9 +224,9 @@ class BatchedAdamW:
     one pass over its slices of the parameters, gradients and moments, its learning rate read
     from the [K] tensor on the device) after one batched decay multiply of the decayed tensors
     (p·(1 − lr·λ) rounded to the parameters' dtype, the fused kernel's own decay), so a member's
-    update is bit for bit that of its own run's fused AdamW on the same gradients; the betas and epsilon are read to the host once, here. Otherwise a dozen
-    batched elementwise passes per tensor with [K] hyperparameters in float64 (any device or
-    dtype).
+    update is bit for bit that of its own run's fused AdamW on the same gradients; the betas
+    and epsilons are read to the host once, at construction. Otherwise a dozen batched
+    elementwise passes per tensor with [K] hyperparameters in float64 (any device or dtype).
     """
 
     def __init__(self, groups: Sequence[tuple[Sequence[torch.Tensor], bool]], *, betas: tuple[torch.Tensor, torch.Tensor],
@@ -253,7 +253,8 @@ class BatchedAdamW:
         return [p for params, _ in self.groups for p in params]
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | Sequence[bool] | None = None) -> None:
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor,
+             active: torch.Tensor | Sequence[bool] | None = None) -> None:
         members = None  # the active members, when known on the host
         if active is not None and not isinstance(active, torch.Tensor):
             members = [k for k, on in enumerate(active) if on]

@@ -124,7 +124,8 @@ class StackedEngine:
         return grad_norm
 
     def set_active(self, active: list[bool]) -> None:
-        self.mask = list(active) if isinstance(self.optimizer, BatchedAdamW) else torch.tensor(active, device=self.device)
+        adam = isinstance(self.optimizer, BatchedAdamW)
+        self.mask = list(active) if adam else torch.tensor(active, device=self.device)
 
     def norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return member_norms(tensors)

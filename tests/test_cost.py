@@ -188,7 +188,7 @@ def test_a_grid_beyond_the_costed_limit_is_not_enumerated(monkeypatch):
     from study import cost
     from study.spec import load_spec
 
-    spec = load_spec("ushape-tiny", [f"axes.seed={list(range(1000))}"])
+    spec = load_spec("ushape-tiny", [f"axes.seed={list(range(5000))}"])
     assert spec.num_trials > cost.MAX_COSTED_TRIALS
     monkeypatch.setattr(type(spec), "grid", lambda self: (_ for _ in ()).throw(AssertionError("enumerated")))
     est = cost.estimate(spec)

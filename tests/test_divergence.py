@@ -174,18 +174,26 @@ def spike_steps(first, last, factor=SPIKE):
 LM_SPIKY = {**NANO_LM, "steps": 12, "eval_every": 2, "divergence_patience": 2}
 
 
-def lm_run(monkeypatch, factors, config=LM_SPIKY, restore=None):
-    """``factors`` count the steps this call trains (after ``restore``'s step when resuming)."""
-    from trainables.lm.train import run
+def spike_gpt(monkeypatch, spikes: InjectedSpikes):
+    """The GPT's forward (and so the packed ``StackedGPT``'s, a subclass) with its loss through ``spikes``."""
     from trainables.models.gpt import GPT
 
-    spikes, forward = InjectedSpikes(factors), GPT.forward
+    forward = GPT.forward
 
     def spiked_forward(self, *args, **kwargs):
         logits, loss = forward(self, *args, **kwargs)
         return logits, spikes(loss)
 
     monkeypatch.setattr(GPT, "forward", spiked_forward)
+
+
+def lm_run(monkeypatch, factors, config=LM_SPIKY, restore=None):
+    """``factors`` count the steps this call trains (after ``restore``'s step when resuming)."""
+    from trainables.lm.train import run
+    from trainables.models.gpt import GPT
+
+    forward = GPT.forward
+    spike_gpt(monkeypatch, InjectedSpikes(factors))
     session = BareSession(restore=restore)
     run(config, session)
     monkeypatch.setattr(GPT, "forward", forward)
@@ -232,7 +240,7 @@ def test_lm_packed_members_spike_and_diverge_each_by_its_own_detector(monkeypatc
 
     # member 0: spike at steps 5-6 (recovers); member 1: above from step 5 on (diverges); member 2: none
     factors = {s: [SPIKE if s <= 6 else 0.0, SPIKE, 0.0] for s in range(5, 13)}
-    monkeypatch.setattr(lm_packed, "StackedModel", spiked_stacked_model(lm_packed.StackedModel, InjectedSpikes(factors)))
+    spike_gpt(monkeypatch, InjectedSpikes(factors))
     configs = [{**LM_SPIKY, "lr": lr, "seed": seed} for lr, seed in ((6e-3, 0), (3e-3, 0), (1e-2, 1))]
     pack = BarePackSession(len(configs))
     lm_packed.run(configs, pack)

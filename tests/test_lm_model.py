@@ -1,12 +1,14 @@
 """The GPT model: shapes, parameter count, causality, initialisation, FLOP and MFU estimates."""
 
+import copy
 import math
 
 import pytest
 import torch
 
 from trainables.lm.metrics import mfu, peak_bf16_flops
-from trainables.models.gpt import GPT, GPTConfig, model_config
+from trainables.models.gpt import (GPT, GPTConfig, StackedEmbedding, StackedGPT, StackedLayerNorm, StackedLinear,
+                                   model_config)
 
 
 def gpt2_124m(block_size=1024):
@@ -94,3 +96,76 @@ def test_peak_flops_table(name, peak):
 def test_mfu():
     # 1e5 tokens/s of GPT-2 at 854.8 MFLOP/token on an A100: 85.5 TFLOP/s of 312
     assert mfu(854_770_176, 1e5, 312e12) == pytest.approx(0.27397, abs=1e-5)
+
+
+# ---- the packed GPT: K members as one module with stacked parameters
+
+def stacked_members(seeds, config):
+    from trainables.batched import StackedModel
+
+    members = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        members.append(GPT(config))
+    stacked = StackedModel([copy.deepcopy(m) for m in members])
+    return members, stacked
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_stacked_gpt_computes_each_members_own_loss_and_gradients(shared):
+    from torch.func import functional_call
+
+    config = model_config("gpt-nano", block_size=16, vocab_size=64)
+    members, stacked = stacked_members([0, 1, 2], config)
+    state = torch.get_rng_state()
+    net = StackedGPT(config, 3)
+    assert torch.equal(torch.get_rng_state(), state)  # built on the meta device: no draws, no tensors
+    assert all(p.is_meta for p in net.parameters())
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(0, 64, (4, 16) if shared else (3, 4, 16), generator=gen)
+    y = torch.randint(0, 64, x.shape, generator=gen)
+    _, loss = functional_call(net, stacked.params, (x, y))
+    assert loss.shape == (3,)
+    loss.sum().backward()
+    for k, member in enumerate(members):
+        _, own = member(x if shared else x[k], y if shared else y[k])
+        own.backward()
+        torch.testing.assert_close(loss[k], own, rtol=1e-6, atol=0)
+        for name, p in member.named_parameters():
+            torch.testing.assert_close(stacked.params[name].grad[k], p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_stacked_layers_by_hand():
+    linear = StackedLinear(2, 2, 1, bias=True)
+    embedding = StackedEmbedding(2, 3, 1)
+    norm = StackedLayerNorm(2, 2, bias=False)
+    with torch.no_grad():
+        linear.weight.copy_(torch.tensor([[[1.0, 2.0]], [[3.0, 4.0]]]))  # member 0: x·(1, 2) + 1; member 1: x·(3, 4)
+        linear.bias.copy_(torch.tensor([[1.0], [0.0]]))
+        embedding.weight.copy_(torch.tensor([[[0.0], [1.0], [2.0]], [[10.0], [11.0], [12.0]]]))
+        norm.weight.copy_(torch.tensor([[1.0, 1.0], [2.0, 3.0]]))
+    rows = torch.tensor([[1.0, 1.0], [2.0, 0.0], [1.0, 1.0], [2.0, 0.0]])  # two rows per member
+    assert linear(rows).tolist() == [[4.0], [3.0], [7.0], [6.0]]
+    assert embedding(torch.tensor([[0, 2], [1, 1]])).squeeze(-1).tolist() == [[0.0, 2.0], [11.0, 11.0]]
+    assert embedding(torch.tensor([[2, 0]])).squeeze(-1).tolist() == [[2.0, 0.0], [12.0, 10.0]]  # shared indices
+    # each row normalised to (-1, 1) (up to the 1e-5 epsilon), then scaled by its member's gains
+    torch.testing.assert_close(norm(torch.tensor([[0.0, 2.0], [5.0, 3.0]])), torch.tensor([[-1.0, 1.0], [2.0, -3.0]]),
+                               rtol=1e-4, atol=0)
+
+
+def test_stacked_gpt_attention_is_one_fused_kernel_over_the_pack():
+    from torch.func import functional_call
+    from torch.profiler import profile
+
+    config = model_config("gpt-nano", block_size=16, vocab_size=64)
+    _, stacked = stacked_members([0, 1, 2, 3], config)
+    net = StackedGPT(config, 4)
+    x = torch.randint(0, 64, (5, 16))
+    with profile(record_shapes=True) as prof:
+        functional_call(net, stacked.params, (x, x))
+    attention = [e for e in prof.events() if e.name == "aten::_scaled_dot_product_flash_attention_for_cpu"]
+    if not attention:
+        pytest.skip("this torch has no CPU flash attention kernel")
+    # one call per layer for the whole pack, on its K·B = 20 sequences: (K·B, heads, T, head size)
+    shape = [20, config.n_head, 16, config.n_embd // config.n_head]
+    assert [e.input_shapes[0] for e in attention] == [shape] * config.n_layer

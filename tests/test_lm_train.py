@@ -129,3 +129,30 @@ def test_arms_of_one_seed_see_the_same_batches():
 def test_mfu_on_gpu():
     session = train(device="cuda")
     assert 0 < session.reports[-1]["mfu"] < 1
+
+
+def test_member_schedules_on_the_device_equal_each_members_host_schedule():
+    from trainables.lm.config import LMConfig
+    from trainables.lm.train import MemberHyperparameters, schedule_at
+    from trainables.registry import build_config
+
+    base = {"steps": 6, "warmup_steps": 2, "lr": 1.0, "min_lr_ratio": 0.1, "tail_steps": 2, "tail_lr": 1e-4}
+    cfgs = [build_config(LMConfig, {**base, **own}) for own in (
+        {"weight_decay": 0.3},
+        {"schedule": "constant", "weight_decay": 0.1},
+        {"warmup_steps": 0, "lr": 6e-3, "tail_lr": 3e-4},
+        {"warmup_steps": 5, "min_lr_ratio": 0.0, "lr": 3e-3})]
+    schedules = MemberHyperparameters(cfgs, torch.device("cpu"))
+    for step in range(8):
+        lrs, wds = schedules.at(step)
+        assert lrs.dtype == wds.dtype == torch.float64 and lrs.shape == (4,)
+        for k, c in enumerate(cfgs):
+            lr, wd = schedule_at(c, step)
+            assert lrs[k].item() == pytest.approx(lr, rel=1e-15, abs=0)
+            assert wds[k].item() == wd
+    # by hand, member 0 (warm-up 2 steps, cosine to 0.1 at step 6, tail 1e-4 without decay)
+    by_hand = [0.0, 0.5, 1.0, 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi / 4)), 0.55,
+               0.1 + 0.9 * 0.5 * (1 + math.cos(3 * math.pi / 4)), 1e-4, 1e-4]
+    assert [schedules.at(step)[0][0].item() for step in range(8)] == pytest.approx(by_hand, rel=1e-15)
+    assert [schedules.at(step)[1][0].item() for step in range(8)] == [0.3] * 6 + [0.0] * 2
+    assert [schedules.at(step)[0][1].item() for step in range(8)] == pytest.approx([0, 0.5, 1, 1, 1, 1, 1e-4, 1e-4])

@@ -233,3 +233,42 @@ def test_a_masked_member_stays_frozen_and_its_nan_never_reaches_the_others():
     assert adam.steps.tolist() == [1.0, 0.0]  # the masked member's bias correction does not advance
     assert torch.equal(adam_params[0].detach()[1], torch.ones(3))
     assert torch.isfinite(adam.state[id(adam_params[0])]["exp_avg_sq"]).all()
+
+
+def test_fused_batched_adamw_is_bit_for_bit_torchs_fused_adamw_per_member():
+    # members with their own LR (halved after two steps), decay, betas and epsilon
+    lr, wd, b1, b2, eps = [1e-2, 3e-3, 6e-3], [0.1, 0.0, 0.3], [0.9, 0.8, 0.9], [0.95, 0.999, 0.99], [1e-8, 1e-6, 1e-8]
+    t = lambda v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+    def make_torch(k, params):
+        opt = torch.optim.AdamW([{"params": params[:1], "weight_decay": wd[k]}, {"params": params[1:], "weight_decay": 0.0}],
+                                lr=lr[k], betas=(b1[k], b2[k]), eps=eps[k], fused=True)
+        done = []
+
+        def halve_after_two(opt, args, kwargs):
+            done.append(1)
+            for group in opt.param_groups:
+                group["lr"] = lr[k] * (0.5 if len(done) >= 2 else 1.0)
+        opt.register_step_post_hook(halve_after_two)
+        return opt
+
+    batched, singles = run_both(
+        make_torch,
+        lambda ps: BatchedAdamW([(ps[:1], True), (ps[1:], False)], betas=(t(b1), t(b2)), eps=t(eps), fused=True),
+        lambda opt, step: opt.step(t(lr) * (0.5 if step >= 2 else 1.0), t(wd)), members_count=3)
+    for k in range(3):
+        for p, s in zip(batched, singles[k]):
+            assert torch.equal(p.detach()[k], s.detach())
+
+
+def test_fused_batched_adamw_freezes_a_masked_member():
+    params = [nn.Parameter(torch.ones(2, 3))]
+    adam = BatchedAdamW([(params, True)], betas=(torch.full((2,), 0.9), torch.full((2,), 0.99)),
+                        eps=torch.full((2,), 1e-8), fused=True)
+    params[0].grad = torch.tensor([[1.0, 1.0, 1.0], [math.inf, 1.0, 1.0]])
+    adam.step(torch.full((2,), 0.1), torch.full((2,), 0.1), [True, False])
+    assert adam.steps.tolist() == [1.0, 0.0]
+    assert torch.equal(params[0].detach()[1], torch.ones(3))
+    assert torch.equal(adam.state[id(params[0])]["exp_avg_sq"][1], torch.zeros(3))
+    # member 0: decayed by 1 − 0.1·0.1, then Adam's first step, lr·sign(g): 0.99 − 0.1
+    torch.testing.assert_close(params[0].detach()[0], torch.full((3,), 0.89))

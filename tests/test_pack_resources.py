@@ -87,8 +87,8 @@ def test_the_dry_run_shows_each_packs_resources(capsys, monkeypatch):
     monkeypatch.setattr("os.cpu_count", lambda: 2)
     assert main(["launch", "ushape-tiny", "--set", "pack=16", "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[-2] == "36 trials, packed (pack: 16) into 3 Ray trials of 12 members"
-    assert out[-1] == ("a pack of 12 holds 2 CPUs (12 x resources.cpu 1; CPUs capped at the largest node, "
+    assert out[-2] == "42 trials, packed (pack: 16) into 3 Ray trials of 14 members"
+    assert out[-1] == ("a pack of 14 holds 2 CPUs (14 x resources.cpu 1; CPUs capped at the largest node, "
                        "this machine's 2); it runs 2 torch threads")
 
 

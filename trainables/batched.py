@@ -213,30 +213,54 @@ class BatchedAdamW:
     """``torch.optim.AdamW`` (``decoupled``; ``Adam`` when every weight decay is 0) for stacked tensors.
 
     ``groups``: ``[(params, decayed), ...]``; weight decay applies to the decayed groups.
-    ``betas``/``eps``: [K] tensors. ``step(lr, weight_decay, active)``: [K] tensors; a masked
-    member does not step (its step count, moments and parameters stay). Per member and
-    element the arithmetic is torch's:
+    ``betas``/``eps``: [K] tensors. ``step(lr, weight_decay, active)``: [K] tensors (``active``
+    also a list of K bools); a masked member does not step (its step count, moments and
+    parameters stay). Per member and element the arithmetic is torch's:
 
         p ← p·(1 − lr·λ);  m ← m + (1 − β₁)(g − m);  v ← β₂v + (1 − β₂)g²
         p ← p − lr/(1 − β₁ᵗ) · m / (√v / √(1 − β₂ᵗ) + ε)
+
+    ``fused``: the step of each member is torch's fused AdamW kernel (``torch._fused_adamw_``,
+    one pass over its slices of the parameters, gradients and moments, its learning rate read
+    from the [K] tensor on the device) after one batched decay multiply of the decayed tensors
+    (p·(1 − lr·λ) rounded to the parameters' dtype, the fused kernel's own decay), so a member's
+    update is bit for bit that of its own run's fused AdamW on the same gradients; the betas
+    and epsilons are read to the host once, at construction. Otherwise a dozen batched
+    elementwise passes per tensor with [K] hyperparameters in float64 (any device or dtype).
     """
 
     def __init__(self, groups: Sequence[tuple[Sequence[torch.Tensor], bool]], *, betas: tuple[torch.Tensor, torch.Tensor],
-                 eps: torch.Tensor):
+                 eps: torch.Tensor, fused: bool = False):
         self.groups = [(list(params), bool(decayed)) for params, decayed in groups]
         self.beta1, self.beta2 = (b.double() for b in betas)
         self.eps = eps.double()
         first = next(p for params, _ in self.groups for p in params)
-        self.steps = torch.zeros(first.shape[0], dtype=torch.float64, device=first.device)
+        self.size = first.shape[0]
+        self.fused = fused
+        # float32 step counts, as torch's fused AdamW keeps them (exact to 2^24 steps)
+        self.steps = torch.zeros(self.size, dtype=torch.float32 if fused else torch.float64, device=first.device)
         self.state = {id(p): {"exp_avg": torch.zeros_like(p, memory_format=torch.preserve_format),
                               "exp_avg_sq": torch.zeros_like(p, memory_format=torch.preserve_format)}
                       for params, _ in self.groups for p in params}
+        if fused:  # each member's views, made once (every update is in place)
+            self.hyper = list(zip(self.beta1.tolist(), self.beta2.tolist(), self.eps.tolist()))
+            self.members = {key: list(zip(*(t.unbind(0) for t in tensors))) for key, tensors in (
+                ("params", self.params()), ("exp_avg", [self.state[id(p)]["exp_avg"] for p in self.params()]),
+                ("exp_avg_sq", [self.state[id(p)]["exp_avg_sq"] for p in self.params()]))}
+            self.member_steps = self.steps.unbind(0)
 
     def params(self) -> list[torch.Tensor]:
         return [p for params, _ in self.groups for p in params]
 
     @torch.no_grad()
-    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | None = None) -> None:
+    def step(self, lr: torch.Tensor, weight_decay: torch.Tensor,
+             active: torch.Tensor | Sequence[bool] | None = None) -> None:
+        members = None  # the active members, when known on the host
+        if active is not None and not isinstance(active, torch.Tensor):
+            members = [k for k, on in enumerate(active) if on]
+            active = torch.tensor(list(active), device=self.steps.device)
+        if self.fused:
+            return self._fused_step(lr, weight_decay, active, members)
         lr, weight_decay = lr.double(), weight_decay.double()
         self.steps += 1 if active is None else active.double()
         bias1 = 1 - self.beta1 ** self.steps
@@ -265,6 +289,28 @@ class BatchedAdamW:
                 p.copy_(_masked(active, new_p, p))
                 exp_avg.copy_(_masked(active, new_avg, exp_avg))
                 exp_avg_sq.copy_(_masked(active, new_sq, exp_avg_sq))
+
+    def _fused_step(self, lr: torch.Tensor, weight_decay: torch.Tensor, active: torch.Tensor | None,
+                    members: list[int] | None) -> None:
+        if members is None:  # (a mask as a tensor is read to the host: give a list to spare a GPU the sync)
+            members = range(self.size) if active is None else [k for k, on in enumerate(active.tolist()) if on]
+        shrink = 1 - lr.double() * weight_decay.double()  # rounded to the parameters' dtype, as the fused kernel
+        if active is not None:
+            shrink = torch.where(active, shrink, 1.0)  # a masked member's tensors times 1: unchanged
+        decayed = [p for params, is_decayed in self.groups if is_decayed for p in params if p.grad is not None]
+        if decayed:
+            torch._foreach_mul_(decayed, [_per_member(shrink, p) for p in decayed])
+        self.steps += 1 if active is None else active.to(self.steps.dtype)
+        have_grad = [p.grad is not None for p in self.params()]
+        grads = list(zip(*(p.grad.unbind(0) for p in self.params() if p.grad is not None)))
+        lrs = lr.to(torch.float64 if lr.device.type == "cpu" else torch.float32).unbind(0)
+        for k in members:
+            beta1, beta2, eps = self.hyper[k]
+            own = [[t for t, has in zip(self.members[key][k], have_grad) if has]
+                   for key in ("params", "exp_avg", "exp_avg_sq")]
+            torch._fused_adamw_(own[0], list(grads[k]), own[1], own[2], [], [self.member_steps[k]] * len(own[0]),
+                                lr=lrs[k], beta1=beta1, beta2=beta2, weight_decay=0.0, eps=eps, amsgrad=False,
+                                maximize=False)
 
     def second_moments(self) -> list[torch.Tensor]:
         return [self.state[id(p)]["exp_avg_sq"] for p in self.params()]

@@ -1,12 +1,16 @@
 """The LM trainable packed: K configs that differ only in optimiser hyperparameters, trained as one.
 
 ``run(configs, session)`` is the LM trainable's one loop (``trainables.lm.train.train``)
-driving a ``StackedEngine``: one GPT per config as a ``StackedModel`` (one batched
-forward/backward per micro-batch) with a ``BatchedAdamW`` (or ``BatchedSGD``) whose
-learning rate, weight decay, betas and epsilon are [K] tensors, each member on the
-schedule of its own config. Each member reports the same metrics at the same steps as its
-unpacked run, with the same arithmetic (up to float rounding: batched matmuls and the
-composite attention kernel sum in another order).
+driving a ``StackedEngine``: the K GPTs' tensors stacked (``StackedModel``: (K, ...) leaves,
+the checkpoint layout) and run by one ``StackedGPT`` (``torch.func.functional_call``, no
+vmap): each Linear one batched matmul over the members, attention one fused
+``scaled_dot_product_attention`` over the K·B sequences, one backward per micro-batch. The
+optimiser is a ``BatchedAdamW`` (torch's fused AdamW kernel, member by member, on CPUs and
+GPUs) or a ``BatchedSGD``, with each member's betas, epsilon, learning rate and weight decay;
+the learning rates and weight decays of a step come from ``MemberHyperparameters``, on the device.
+Each member reports the same metrics at the same steps as its unpacked run, with the same
+arithmetic up to float rounding (batched matmuls and layer norms sum in another order; the
+optimiser step itself is bit for bit the unpacked run's fused AdamW).
 
 - Data: each member draws the windows of its own seed (members sharing a seed share one
   draw, and then one input tensor); evaluation batches are fixed and shared.
@@ -23,33 +27,17 @@ composite attention kernel sum in another order).
 
 from __future__ import annotations
 
+
 import torch
+from torch.func import functional_call
 
-from trainables.batched import (BatchedAdamW, BatchedSGD, StackedModel, batched_attention, clip_member_grads,
-                                member_norms)
+from trainables.batched import BatchedAdamW, BatchedSGD, StackedModel, clip_member_grads, member_norms
 from trainables.lm.config import LMConfig
-from trainables.lm.optim import weight_decay_groups
-from trainables.lm.train import train
-from trainables.models.gpt import GPT, model_config
-from trainables.packing import PackSession, member_configs
+from trainables.lm.optim import fused_adam_available, weight_decay_groups
+from trainables.lm.train import MemberHyperparameters, train
+from trainables.models.gpt import GPT, StackedGPT, model_config
+from trainables.packing import PackSession, keep_freed_memory, member_configs
 from trainables.precision import Precision
-
-
-def member_loss(call, x, y):
-    """What each member computes: the GPT's loss (its logits stay inside the vmap)."""
-    return call(x, y)[1]
-
-
-@torch.no_grad()
-def evaluate(model: StackedModel, params: dict, batches: list[tuple[torch.Tensor, torch.Tensor]], autocast) -> torch.Tensor:
-    """Each member's mean loss over the fixed (shared) batches, a [K] device tensor."""
-    model.eval()
-    total = torch.zeros(model.size, device=batches[0][0].device)
-    for x, y in batches:
-        with autocast(), batched_attention(x.device):
-            total += model(x, y, shared=True, fn=member_loss, params=params).float()
-    model.train()
-    return total / len(batches)
 
 
 class StackedEngine:
@@ -59,6 +47,8 @@ class StackedEngine:
     def __init__(self, cfgs: list[LMConfig], vocab_size: int, device: torch.device, prec: Precision):
         cfg = cfgs[0]
         self.cfg, self.prec, self.device = cfg, prec, device
+        if device.type == "cpu":
+            keep_freed_memory()
         members = []
         for c in cfgs:
             torch.manual_seed(c.seed)
@@ -67,7 +57,8 @@ class StackedEngine:
         groups = weight_decay_groups(members[0], decay_norms=cfg.decay_norms, decay_embeddings=cfg.decay_embeddings)
         self.fixed_metrics = groups.summary()
         self.flops_per_token = members[0].flops_per_token()
-        self.model = StackedModel(members)
+        self.model = StackedModel(members)  # the members' stacked tensors (and the checkpoint layout)
+        self.net = StackedGPT(members[0].config, len(members))  # what runs them: no tensors of its own
         del members
         self.decayed = [self.model.params[name] for name in groups.decay_names]
         self.params = self.decayed + [self.model.params[name] for name in groups.no_decay_names]
@@ -78,22 +69,27 @@ class StackedEngine:
         else:  # adam is adamw with weight decay 0 (the config refuses adam with a weight decay)
             self.optimizer = BatchedAdamW(param_groups, betas=(per_member([c.beta1 for c in cfgs]),
                                                                per_member([c.beta2 for c in cfgs])),
-                                          eps=per_member([c.eps for c in cfgs]))
+                                          eps=per_member([c.eps for c in cfgs]),
+                                          fused=fused_adam_available(device) and prec.param_dtype == torch.float32)
         self.eps = per_member([c.eps for c in cfgs])
         self.ema = {n: p.detach().float().clone() for n, p in self.model.params.items()} if cfg.ema_decay > 0 else None
         self.ema_pairs = [(self.ema[n], p) for n, p in self.model.params.items()] if self.ema is not None else []
-        self.mask = None  # [K] bool tensor once a member is masked out
+        self.schedules = MemberHyperparameters(cfgs, device)
+        self.mask = None  # once a member is masked out: [K] bools (a list for AdamW, a device tensor for SGD)
 
     def _per_member(self, values: list[float]) -> torch.Tensor:
         return torch.tensor(values, dtype=torch.float64, device=self.device)
 
-    def set_schedule(self, schedule: list[tuple[float, float]]) -> None:
-        self.lrs = self._per_member([lr for lr, _ in schedule])
-        self.weight_decays = self._per_member([weight_decay for _, weight_decay in schedule])
+    def set_step(self, step: int) -> None:
+        self.lrs, self.weight_decays = self.schedules.at(step)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Each member's loss on its batch ((K, B, T)) or on the shared one ((B, T)), (K,)."""
+        return functional_call(self.net, params, (x, y))[1]
 
     def loss_and_backward(self, x: torch.Tensor, y: torch.Tensor, shared: bool, accumulation: int) -> torch.Tensor:
-        with self.prec.autocast(), batched_attention(self.device):
-            loss = self.model(x, y, shared=shared, fn=member_loss)  # (K,)
+        with self.prec.autocast():
+            loss = self.forward(x, y, self.model.params)  # (K,)
         (loss.sum() / accumulation).backward()  # member k's gradient is that of its own loss
         return loss.detach().float()
 
@@ -110,7 +106,8 @@ class StackedEngine:
         return grad_norm
 
     def set_active(self, active: list[bool]) -> None:
-        self.mask = torch.tensor(active, device=self.device)
+        adam = isinstance(self.optimizer, BatchedAdamW)
+        self.mask = list(active) if adam else torch.tensor(active, device=self.device)
 
     def norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
         return member_norms(tensors)
@@ -125,7 +122,14 @@ class StackedEngine:
         return decay_applied_fraction(self.decayed, self._per_member(factors))
 
     def evaluate(self, batches: list[tuple[torch.Tensor, torch.Tensor]], *, ema: bool = False) -> torch.Tensor:
-        return evaluate(self.model, self.ema if ema else self.model.params, batches, self.prec.autocast)
+        self.net.eval()
+        total = torch.zeros(self.model.size, device=self.device)
+        with torch.no_grad():
+            for x, y in batches:
+                with self.prec.autocast():
+                    total += self.forward(x, y, self.ema if ema else self.model.params).float()
+        self.net.train()
+        return total / len(batches)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "ema": self.ema}

@@ -37,7 +37,7 @@ from trainables.models.gpt import GPT, model_config
 from trainables.packing import OneMemberSession, PackSession
 from trainables.precision import Precision, precision, resolve_device
 from trainables.registry import build_config
-from trainables.schedules import lr_at
+from trainables.schedules import MemberSchedules, lr_at
 from trainables.session import Session
 
 # Evaluation windows are the same for every trial of every study (for one device type).
@@ -53,9 +53,42 @@ def schedule_at(cfg: LMConfig, step: int) -> tuple[float, float]:
     """
     if step >= cfg.steps:
         return cfg.tail_lr, 0.0
-    lr = lr_at(step, schedule=cfg.schedule, lr=cfg.lr, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps,
-               min_lr=cfg.lr * cfg.min_lr_ratio)
-    return lr, cfg.weight_decay
+    return lr_at(step, **lr_arguments(cfg)), cfg.weight_decay
+
+
+def lr_arguments(cfg: LMConfig) -> dict:
+    """``lr_at``'s keyword arguments of the LM's schedule before the tail (``schedule_at``)."""
+    return dict(schedule=cfg.schedule, lr=cfg.lr, total_steps=cfg.steps, warmup_steps=cfg.warmup_steps,
+                min_lr=cfg.lr * cfg.min_lr_ratio)
+
+
+class MemberHyperparameters:
+    """``schedule_at`` of K members at once on the device: ``at(step)`` is each member's (learning
+    rate, weight decay) of optimiser step ``step`` as two float64 [K] device tensors. The learning
+    rates come from ``trainables.schedules.MemberSchedules.table``, a block of ``CHUNK`` steps at a
+    time, so a step costs an index into a device table: no per-member host work, no host-device
+    copy, no synchronisation. The tail after ``steps`` runs at ``tail_lr`` without decay."""
+
+    CHUNK = 1024
+
+    def __init__(self, cfgs: list[LMConfig], device: torch.device):
+        def per_member(values) -> torch.Tensor:
+            return torch.tensor(values, dtype=torch.float64, device=device)
+
+        self.device = device
+        self.steps = cfgs[0].steps  # the same for every member (not a packable axis)
+        self.schedules = MemberSchedules([lr_arguments(c) for c in cfgs])
+        self.weight_decay = per_member([c.weight_decay for c in cfgs])
+        self.tail = (per_member([c.tail_lr for c in cfgs]), torch.zeros_like(self.weight_decay))
+        self.first, self.table = -1, None
+
+    def at(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if step >= self.steps:
+            return self.tail
+        if self.table is None or not self.first <= step < self.first + len(self.table):
+            self.first = step
+            self.table = self.schedules.table(step, min(self.CHUNK, self.steps - step), self.device)
+        return self.table[step - self.first], self.weight_decay
 
 
 class ParameterEMA:
@@ -128,7 +161,9 @@ class ModuleEngine:
     the unpacked trial at its own speed. The engine interface the loop drives (``train``):
 
     - ``params`` (decayed tensors first), ``decayed``, ``fixed_metrics``, ``flops_per_token``;
-    - ``set_schedule([(lr, weight_decay)] per member)`` before each step;
+    - ``set_step(step)`` before each optimiser step: its learning rate and weight decay
+      (``schedule_at``, each member's own, computed by the engine: on the host for K = 1, on
+      the device for a pack);
     - ``loss_and_backward(x, y, shared, accumulation)``: one micro-batch's forward and
       backward, the members' losses as a detached [K] tensor;
     - ``step()``: the L2 penalty's gradient, clipping, the optimiser step, the parameter
@@ -157,8 +192,8 @@ class ModuleEngine:
         self.fixed_metrics = groups.summary()
         self.flops_per_token = model.flops_per_token()
 
-    def set_schedule(self, schedule: list[tuple[float, float]]) -> None:
-        ((self.lr, weight_decay),) = schedule
+    def set_step(self, step: int) -> None:
+        self.lr, weight_decay = schedule_at(self.cfg, step)
         set_schedule(self.optimizer, lr=self.lr, weight_decay=weight_decay)
 
     def loss_and_backward(self, x: torch.Tensor, y: torch.Tensor, shared: bool, accumulation: int) -> torch.Tensor:
@@ -285,8 +320,7 @@ def train(cfgs: list[LMConfig], session: PackSession, engine_class) -> None:
     timer = IntervalTimer(device)
     timer.start()
     for step in range(start_step, total_steps):
-        schedule = [schedule_at(c, step) for c in cfgs]  # (lr, weight decay) of each member
-        engine.set_schedule(schedule)
+        engine.set_step(step)  # each member's learning rate and weight decay, by the engine
         step_loss = torch.zeros(size, device=device)
         for _ in range(cfg.accumulation):
             x, y = batch()
@@ -303,6 +337,7 @@ def train(cfgs: list[LMConfig], session: PackSession, engine_class) -> None:
 
         # report point: every member's metrics on the device, then one host synchronisation
         timer.stop()
+        schedule = [schedule_at(c, step) for c in cfgs]  # (lr, weight decay) of each member, reported
         values = {
             "train_loss": loss_sum / steps_in_interval,
             "grad_norm": grad_norm_sum / steps_in_interval,

@@ -137,18 +137,25 @@ class GPT(nn.Module):
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
     def forward(self, idx, targets=None):
-        B, T = idx.size()
+        T = idx.size(-1)
         if T > self.config.block_size:
             raise ValueError(f"sequence of {T} tokens is longer than the block size {self.config.block_size}")
-        pos = torch.arange(0, T, dtype=torch.long, device=idx.device)  # (T,)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.drop(self.embed(idx))  # (B, T, C)
         for block in self.transformer.h:
             x = block(x)
         logits = self.lm_head(self.transformer.ln_f(x))  # (B, T, vocab)
         if targets is None:
             return logits, None
-        loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
-        return logits, loss
+        return logits, self.loss(logits, targets)
+
+    def embed(self, idx):
+        """Token plus position embeddings, (B, T, C)."""
+        pos = torch.arange(0, idx.size(-1), dtype=torch.long, device=idx.device)  # (T,)
+        return self.transformer.wte(idx) + self.transformer.wpe(pos)
+
+    def loss(self, logits, targets):
+        """The mean cross-entropy of the next-token predictions."""
+        return F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1))
 
     def flops_per_token(self) -> float:
         """Training FLOPs per token at full context, 6·N + 12·L·H·Q·T (PaLM, arXiv 2204.02311,
@@ -156,3 +163,89 @@ class GPT(nn.Module):
         forward + backward matmuls, and the attention scores over T positions."""
         c = self.config
         return 6 * self.num_params(non_embedding=True) + 12 * c.n_layer * c.n_head * (c.n_embd // c.n_head) * c.block_size
+
+
+class StackedLinear(nn.Module):
+    """K Linears of one shape as one batched matmul: ``weight`` (K, out, in), ``bias`` (K, out).
+
+    The input's rows are the K members' in order: (K·B, …, in), member k's rows the k-th of
+    K equal blocks of the leading dimension."""
+
+    def __init__(self, size: int, in_features: int, out_features: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(size, out_features, in_features))
+        self.bias = nn.Parameter(torch.empty(size, out_features)) if bias else None
+
+    def forward(self, x):
+        rows = x.reshape(self.weight.size(0), -1, x.size(-1))  # (K, rows of a member, in)
+        if self.bias is None:
+            out = torch.bmm(rows, self.weight.transpose(1, 2))
+        else:
+            out = torch.baddbmm(self.bias.unsqueeze(1), rows, self.weight.transpose(1, 2))
+        return out.view(*x.shape[:-1], -1)
+
+
+class StackedLayerNorm(nn.Module):
+    """K LayerNorms: one normalisation over all rows, then each member's own scale (and shift)."""
+
+    def __init__(self, size: int, ndim: int, bias: bool):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(size, ndim))
+        self.bias = nn.Parameter(torch.empty(size, ndim)) if bias else None
+
+    def forward(self, x):
+        rows = F.layer_norm(x, x.shape[-1:], None, None, 1e-5).view(self.weight.size(0), -1, x.size(-1))
+        if self.bias is None:
+            return (rows * self.weight.unsqueeze(1)).view(x.shape)
+        return torch.addcmul(self.bias.unsqueeze(1), rows, self.weight.unsqueeze(1)).view(x.shape)
+
+
+class StackedEmbedding(nn.Module):
+    """K embedding tables, ``weight`` (K, num, dim): ``forward(idx)`` looks member k's indices
+    ``idx[k]`` up in its own table; ``idx`` (K, …), or (1, …) for the same indices in every table;
+    (K, …, dim)."""
+
+    def __init__(self, size: int, num: int, dim: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(size, num, dim))
+
+    def forward(self, idx):
+        size, num, dim = self.weight.shape
+        offsets = torch.arange(0, size * num, num, device=idx.device).view(size, *([1] * (idx.dim() - 1)))
+        return F.embedding(idx + offsets, self.weight.view(size * num, dim))
+
+
+class StackedGPT(GPT):
+    """K GPTs of one config as one module whose parameters are stacked, (K, …): each Linear a
+    batched matmul over the K members, attention one fused ``scaled_dot_product_attention`` with
+    the pack folded into the batch dimension ((K·B, heads, T, head size)), the blocks' own
+    forward code unchanged. Built on the meta device, without tensors of its own: call it through
+    ``torch.func.functional_call`` with stacked tensors of the GPT's names
+    (``trainables.batched.StackedModel.params``). ``forward(idx, targets)``: ``idx`` and
+    ``targets`` (K, B, T), or (B, T) shared by all members; the loss is each member's, (K,)."""
+
+    def __init__(self, config: GPTConfig, size: int):
+        with torch.device("meta"):
+            super().__init__(config)
+            for parent in list(self.modules()):
+                for name, child in list(parent.named_children()):
+                    if isinstance(child, nn.Linear):
+                        child = StackedLinear(size, child.in_features, child.out_features, child.bias is not None)
+                    elif isinstance(child, LayerNorm):
+                        child = StackedLayerNorm(size, child.weight.numel(), child.bias is not None)
+                    elif isinstance(child, nn.Embedding):
+                        child = StackedEmbedding(size, child.num_embeddings, child.embedding_dim)
+                    setattr(parent, name, child)
+        self.lm_head.weight = self.transformer.wte.weight  # tied, as in GPT
+        self.size = size
+
+    def embed(self, idx):
+        idx = idx if idx.dim() == 3 else idx.unsqueeze(0)  # (K or 1, B, T)
+        pos = torch.arange(0, idx.size(-1), dtype=torch.long, device=idx.device).unsqueeze(0)  # (1, T)
+        x = self.transformer.wte(idx) + self.transformer.wpe(pos).unsqueeze(1)  # (K, B, T, C)
+        return x.flatten(0, 1)  # (K·B, T, C): the members' rows in order
+
+    def loss(self, logits, targets):
+        targets = targets.expand(self.size, *targets.shape[-2:])
+        per_token = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), reduction="none")
+        return per_token.view(self.size, -1).mean(1)

@@ -42,18 +42,23 @@ class CNN1dConfig:
     num_classes: int = 10
 
 
+def conv_stack(config: CNN1dConfig, *, bias: bool) -> nn.ModuleList:
+    """conv1..conv4 of both 1-D CNNs: (in, out, kernel, stride) = (C, w, 5, 1), (w, w, 3, 2),
+    (w, 2w, 3, 2), (2w, 2w, 3, 2), each padded to keep its length before the stride."""
+    w = config.width
+    plan = [(config.in_channels, w, 5, 1), (w, w, 3, 2), (w, 2 * w, 3, 2), (2 * w, 2 * w, 3, 2)]
+    return nn.ModuleList(nn.Conv1d(c_in, c_out, k, stride=s, padding=k // 2, bias=bias) for c_in, c_out, k, s in plan)
+
+
 class ScaleInvariantCNN1d(nn.Module):
     fully_scale_invariant = True  # every trainable parameter sits in a scale-invariant group
 
     def __init__(self, config: CNN1dConfig):
         super().__init__()
         w = config.width
-        # (in, out, kernel, stride) of conv1..conv4
-        plan = [(config.in_channels, w, 5, 1), (w, w, 3, 2), (w, 2 * w, 3, 2), (2 * w, 2 * w, 3, 2)]
-        self.convs = nn.ModuleList(nn.Conv1d(c_in, c_out, k, stride=s, padding=k // 2, bias=False)
-                                   for c_in, c_out, k, s in plan)
+        self.convs = conv_stack(config, bias=False)
         # no gain/shift after a conv: that keeps the conv scale-invariant
-        self.norms = nn.ModuleList(nn.BatchNorm1d(c_out, affine=False) for _, c_out, _, _ in plan)
+        self.norms = nn.ModuleList(nn.BatchNorm1d(conv.out_channels, affine=False) for conv in self.convs)
         self.pool = nn.AdaptiveAvgPool1d(POOLED_LENGTH)
         self.head = nn.Linear(2 * w * POOLED_LENGTH, config.num_classes, bias=False)
         self.head.weight.requires_grad_(False)  # a trainable head would break scale invariance
@@ -84,9 +89,7 @@ class CNN1d(nn.Module):
     def __init__(self, config: CNN1dConfig):
         super().__init__()
         w = config.width
-        plan = [(config.in_channels, w, 5, 1), (w, w, 3, 2), (w, 2 * w, 3, 2), (2 * w, 2 * w, 3, 2)]
-        self.convs = nn.ModuleList(nn.Conv1d(c_in, c_out, k, stride=s, padding=k // 2, bias=True)
-                                   for c_in, c_out, k, s in plan)
+        self.convs = conv_stack(config, bias=True)
         for conv in self.convs:  # He init, fan-in: keeps the signal's scale through the ReLUs (no normalisation to rescue it)
             nn.init.normal_(conv.weight, 0.0, (2.0 / (conv.kernel_size[0] * conv.in_channels)) ** 0.5)
             nn.init.zeros_(conv.bias)

@@ -2,6 +2,7 @@ import math
 import os
 import shutil
 import tempfile
+import time
 
 import pytest
 
@@ -20,6 +21,31 @@ def ray_session():
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def ray_is_idle_before_each_test(request):
+    """A test on the shared Ray instance starts with every CPU free: actors a previous test left
+    behind are given time to go, and a test that would wait forever on them fails at once,
+    naming them, instead of hanging CI."""
+    if "ray_session" not in request.fixturenames:
+        yield
+        return
+    ray = request.getfixturevalue("ray_session")
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0.0) < total and time.monotonic() < deadline:
+        time.sleep(0.2)
+    free = ray.available_resources().get("CPU", 0.0)
+    if free < total:
+        try:  # Ray's state API needs its dashboard, which the tests' instance may not run
+            from ray.util.state import list_actors
+
+            held = ", ".join(f"{a.class_name} (pid {a.pid})" for a in list_actors(filters=[("state", "=", "ALIVE")]))
+        except Exception as exc:  # noqa: BLE001 - only for the message
+            held = f"unknown ({type(exc).__name__})"
+        pytest.fail(f"Ray has {free:g} of {total:g} CPUs free 60 s after the previous test; alive actors: {held}")
+    yield
 
 
 @pytest.fixture

@@ -11,9 +11,14 @@ peak memory is its own): the whole store read with pandas (``StudyStore.read_met
 one trial's metrics (``read_metrics(trial_id)``), and a DuckDB query that filters the
 metrics by one config value (a join with ``trials.parquet``). Reported: rows/s written,
 the write time of every 100k rows (flat = linear: nothing written is rewritten), the time
-spent rewriting ``trials.parquet`` and writing part files, read times (median of
-``--repeats`` interleaved runs) and peak resident memory of each process (ru_maxrss,
-with an import-only process as the baseline).
+spent writing the trials table (update files, merged as they pile up, then
+``trials.parquet`` once) and part files, ``read_trials`` while the study runs, read times
+(median of ``--repeats`` interleaved runs) and peak resident memory of each process
+(ru_maxrss, with an import-only process as the baseline). The baseline runs in the same
+command, interleaved with ours: the same writes with ``trials.parquet`` rewritten whole at
+every flush (the writer before incremental writes).
+
+    python bench/store.py --trials 10000 --reports 100   # 10,000 trials (1M rows)
 """
 
 from __future__ import annotations
@@ -49,7 +54,24 @@ def trial_config(index: int) -> dict:
             "seed": index % 10, "schedule": "cosine"}
 
 
-def write_phase(root: str, trials: int, reports: int, concurrent: int, checkpoint_every: int) -> dict:
+def whole_table_writer():
+    """The baseline: the writer as it was before incremental trial writes, rewriting
+    ``trials.parquet`` whole at every flush, checkpoint and trial end."""
+    from study.store import StoreWriter
+
+    class WholeTableWriter(StoreWriter):
+        def _write_trials(self) -> None:
+            if not self.dirty or self._lost():
+                return
+            self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
+            self.dirty.clear()
+            self.whole_written = True
+
+    return WholeTableWriter
+
+
+def write_phase(root: str, trials: int, reports: int, concurrent: int, checkpoint_every: int,
+                writer_kind: str = "incremental") -> dict:
     import numpy as np
 
     from study.callbacks import StoreCallback
@@ -59,7 +81,7 @@ def write_phase(root: str, trials: int, reports: int, concurrent: int, checkpoin
 
     store = StudyStore(root, STUDY)
     store.write_text("spec.yaml", "name: bench-store\ntrainable: lm\naxes: {seed: [0]}\n")
-    writer = StoreWriter(store, provenance())
+    writer = (StoreWriter if writer_kind == "incremental" else whole_table_writer())(store, provenance())
     # count and time the two kinds of file the writer writes
     spent = {"trials_writes": 0, "trials_s": 0.0, "part_writes": 0, "part_s": 0.0}
 
@@ -73,7 +95,8 @@ def write_phase(root: str, trials: int, reports: int, concurrent: int, checkpoin
                 spent[f"{kind}_s"] += time.perf_counter() - t
         return wrapper
 
-    store.write_trials = timed(store.write_trials, "trials")
+    store.write_trials = timed(store.write_trials, "trials")  # the trials table, whole or as updates
+    store.write_trial_update = timed(store.write_trial_update, "trials")
     store.write_metrics_part = timed(store.write_metrics_part, "part")
     callback = StoreCallback(writer)
     rng = np.random.default_rng(0)
@@ -120,11 +143,17 @@ def write_phase(root: str, trials: int, reports: int, concurrent: int, checkpoin
                 running.remove((trial, values))
         iteration += 1
         callback.on_step_end(iteration, [])
+    # what `study status` reads while a study runs: trials.parquet and the update files over it
+    read_start = time.perf_counter()
+    mid_run_trials = len(store.read_trials())
+    mid_run_read_s = time.perf_counter() - read_start
+    update_files = len(store.trial_update_files())
     callback.on_experiment_end([])
-    seconds = time.perf_counter() - start
+    seconds = time.perf_counter() - start - mid_run_read_s
     files = len(store.metric_files())
     return {"rows": rows, "seconds": seconds, "rows_per_s": rows / seconds, "blocks": marks, "part_files": files,
-            **spent, "peak_rss_mib": peak_rss_mib()}
+            **spent, "read_trials_mid_run_s": mid_run_read_s, "mid_run_trials": mid_run_trials,
+            "mid_run_update_files": update_files, "writer": writer_kind, "peak_rss_mib": peak_rss_mib()}
 
 
 def read_phase(root: str, what: str) -> dict:
@@ -176,26 +205,45 @@ def main() -> None:
     parser.add_argument("--reports", type=int, default=1000)
     parser.add_argument("--concurrent", type=int, default=16, help="trials reporting at the same time")
     parser.add_argument("--checkpoint-every", type=int, default=0, help="reports between a trial's checkpoints (0: none)")
-    parser.add_argument("--repeats", type=int, default=3, help="interleaved repetitions of the reads")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="interleaved repetitions of the writes (ours and the baseline's) and of the reads")
     parser.add_argument("--dir", help="store root (default: a temporary folder, removed after)")
     parser.add_argument("--out", help="JSON path (default: bench/results/store.json)")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.phase:
         what, root, *rest = args.phase
-        result = write_phase(root, *map(int, rest)) if what == "write" else read_phase(root, what)
+        result = write_phase(root, *map(int, rest[:4]), *rest[4:]) if what == "write" else read_phase(root, what)
         print(json.dumps(result))
         return
 
     record = Record("store", {k: v for k, v in vars(args).items() if k != "phase"})
     root = args.dir or tempfile.mkdtemp(prefix="bench-store-")
     try:
-        say(f"writing {args.trials} trials x {args.reports} reports ({args.concurrent} at a time) into {root}")
-        write = in_subprocess("write", root, str(args.trials), str(args.reports), str(args.concurrent),
-                              str(args.checkpoint_every))
+        say(f"writing {args.trials} trials x {args.reports} reports ({args.concurrent} at a time) into {root}, "
+            f"{args.repeats} times with the incremental writer and the whole-table baseline, interleaved")
+        writes = {"incremental": [], "whole": []}
+        for repeat in range(args.repeats):
+            for kind in writes:
+                where = os.path.join(root, f"{kind}-{repeat}")
+                writes[kind].append(in_subprocess("write", where, str(args.trials), str(args.reports),
+                                                  str(args.concurrent), str(args.checkpoint_every), kind))
+                say(f"  repeat {repeat}, {kind} trials table: {writes[kind][-1]['seconds']:.1f} s "
+                    f"({writes[kind][-1]['trials_s']:.1f} s of it writing the trials table)")
+                if (kind, repeat) != ("incremental", 0):  # the reads below use the first incremental store
+                    shutil.rmtree(where, ignore_errors=True)
+        root = os.path.join(root, "incremental-0")
+        write = writes["incremental"][0]
+        baseline = writes["whole"][0]
         blocks = write.pop("blocks")
+        baseline_blocks = baseline.pop("blocks")
+        say("the baseline (trials.parquet rewritten whole), first repeat:")
         say(table([{"rows written": b["rows"], "s for these rows": b["block_s"],
-                    "of it: trials.parquet rewrites": b["trials_s"], "part files": b["part_s"],
+                    "of it: trials.parquet rewrites": b["trials_s"], "trials in the table": b["trials_stored"]}
+                   for b in baseline_blocks]))
+        say("ours (incremental), first repeat:")
+        say(table([{"rows written": b["rows"], "s for these rows": b["block_s"],
+                    "of it: trials table": b["trials_s"], "part files": b["part_s"],
                     "the rest (callback, buffers)": b["block_s"] - b["trials_s"] - b["part_s"],
                     "trials in the table": b["trials_stored"]} for b in blocks]))
         reads = {what: [] for what in ("baseline", "read_all", "read_one", "duckdb")}
@@ -205,7 +253,7 @@ def main() -> None:
         size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(root) for f in fs)
     finally:
         if not args.dir:
-            shutil.rmtree(root, ignore_errors=True)
+            shutil.rmtree(os.path.dirname(root) if root.endswith("incremental-0") else root, ignore_errors=True)
 
     base_rss = median(r["peak_rss_mib"] for r in reads["baseline"])
     summary = {
@@ -215,6 +263,18 @@ def main() -> None:
         "part_writes": write["part_writes"], "part_write_s": write["part_s"],
         "write_blocks": blocks,
         "write_block_ratio_last_first": blocks[-1]["block_s"] / blocks[0]["block_s"],
+        "trials_table_block_ratio_last_first": blocks[-1]["trials_s"] / blocks[0]["trials_s"] if blocks[0]["trials_s"]
+        else float("nan"),  # a tiny run may write no trials table in its first 10 %
+        "read_trials_mid_run_s": write["read_trials_mid_run_s"], "mid_run_update_files": write["mid_run_update_files"],
+        "writers": {kind: {"write_s": median(r["seconds"] for r in runs),
+                           "write_s_min_max": [min(r["seconds"] for r in runs), max(r["seconds"] for r in runs)],
+                           "trials_table_s": median(r["trials_s"] for r in runs),
+                           "trials_table_s_min_max": [min(r["trials_s"] for r in runs), max(r["trials_s"] for r in runs)],
+                           "trials_table_writes": runs[0]["trials_writes"],
+                           "read_trials_mid_run_s": median(r["read_trials_mid_run_s"] for r in runs),
+                           "repeats": len(runs)} for kind, runs in writes.items()},
+        "baseline_blocks": baseline_blocks,
+        "trials_table_speedup": median(b["trials_s"] for b in writes["whole"]) / median(r["trials_s"] for r in writes["incremental"]),
         "write_peak_rss_mib": write["peak_rss_mib"], "baseline_rss_mib": base_rss,
     }
     for what in ("read_all", "read_one", "duckdb"):
@@ -235,9 +295,16 @@ def main() -> None:
         {"what": "import-only process (baseline)", "peak RSS MiB": base_rss},
     ]
     say(table(rows))
-    say(f"{write['part_files']} part files, {size / 2**20:.1f} MiB; trials.parquet written {write['trials_writes']} "
+    say(f"{write['part_files']} part files, {size / 2**20:.1f} MiB; trials table written {write['trials_writes']} "
         f"times ({write['trials_s']:.1f} s), part files {write['part_writes']} times ({write['part_s']:.1f} s); "
-        f"last/first 10% block time {summary['write_block_ratio_last_first']:.2f}")
+        f"last/first 10% block time {summary['write_block_ratio_last_first']:.2f}, of the trials table "
+        f"{summary['trials_table_block_ratio_last_first']:.2f}")
+    say(table([{"trials table": kind, "write s (median)": w["write_s"],
+                "write s (min-max)": f"{w['write_s_min_max'][0]:.1f}-{w['write_s_min_max'][1]:.1f}",
+                "of it: trials table s": w["trials_table_s"],
+                "trials table s (min-max)": f"{w['trials_table_s_min_max'][0]:.1f}-{w['trials_table_s_min_max'][1]:.1f}",
+                "read_trials mid-run s": w["read_trials_mid_run_s"], "repeats": w["repeats"]}
+               for kind, w in summary["writers"].items()]))
     say(f"wrote {record.write(args.out)}")
 
 

@@ -5,7 +5,10 @@ Layout under a storage root (a local folder, or a URI that pyarrow or fsspec und
 
     STORE/<study>/spec.yaml               the validated spec the study ran
     STORE/<study>/study.json              provenance of the launch (git, versions, times)
-    STORE/<study>/trials.parquet          one row per trial
+    STORE/<study>/trials.parquet          one row per trial (complete once the driver closes the study)
+    STORE/<study>/trial-updates/<first>-<last>.parquet
+                                          while a driver runs: the trials changed since
+                                          trials.parquet was written (read over it, last wins)
     STORE/<study>/metrics/trial_id=<id>/part-<n>.parquet
                                           one row per report, Hive-partitioned by trial
     STORE/<study>/tune/                   Ray Tune's own experiment folder (for resume)
@@ -52,6 +55,7 @@ import os
 import posixpath
 import time
 import uuid
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 import pandas as pd
@@ -66,6 +70,8 @@ STATUSES = ("running", "finished", "diverged", "failed", "stopped")
 ENDED = ("finished", "diverged", "failed", "stopped")
 CONFIG_PREFIX = "config/"
 TUNE_DIR = "tune"
+TRIALS_FILE = "trials.parquet"
+TRIAL_UPDATES = "trial-updates"
 # What Ray Tune adds to every metric row (``study.callbacks.metric_row``), as Arrow types.
 RAY_METRIC_TYPES = {"training_iteration": "int64", "time_total_s": "double"}
 
@@ -170,7 +176,7 @@ class StudyStore:
         for path in self.files():
             if not path.endswith(".parquet") or posixpath.basename(path).startswith("."):
                 continue
-            if path == self.path("trials.parquet"):
+            if path == self.path(TRIALS_FILE) or path.startswith(self.path(TRIAL_UPDATES) + "/"):
                 self._open_parquet(path, "trials")
             elif path.startswith(metrics):
                 self._open_parquet(path, "metrics")
@@ -245,7 +251,27 @@ class StudyStore:
         return self.read_bytes(filename).decode()
 
     def write_trials(self, rows: list[dict[str, Any]]) -> None:
-        self._write_table(self.path("trials.parquet"), rows_to_table(rows), "trials")
+        """``trials.parquet`` whole: every trial's row. The update files it includes are then
+        removed (a crash between the two leaves updates that read over it as no change)."""
+        self._write_table(self.path(TRIALS_FILE), rows_to_table(rows), "trials")
+        for path in self.trial_update_files():
+            self.fs.delete_file(path)
+
+    def write_trial_update(self, first: int, last: int, rows: list[dict[str, Any]]) -> None:
+        """The rows of the trials changed by updates ``first``..``last`` (sequence numbers), as
+        they stand after update ``last``: one file under ``trial-updates/`` that readers apply
+        over ``trials.parquet`` and the earlier updates."""
+        self._write_table(self.path(TRIAL_UPDATES, f"{first:08d}-{last:08d}.parquet"), rows_to_table(rows), "trials")
+
+    def trial_update_files(self) -> list[str]:
+        """The update files, oldest first (by the last update each holds)."""
+        base = self.path(TRIAL_UPDATES)
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(base))
+        names = [i for i in infos if i.type == pafs.FileType.File and i.base_name.endswith(".parquet")
+                 and not i.base_name.startswith(".")]
+        return [i.path for i in sorted(names, key=lambda i: _update_range(i.base_name)[::-1])]
 
     def write_metrics_part(self, trial_id: str, part: int, rows: list[dict[str, Any]],
                            types: dict[str, str] | None = None) -> None:
@@ -276,17 +302,31 @@ class StudyStore:
         return pf
 
     def read_trials(self) -> pd.DataFrame:
-        """One row per trial (empty with no columns when no trial has started)."""
-        path = self.path("trials.parquet")
-        if not self._is_file(path):
+        """One row per trial, sorted by trial id (empty with no columns when no trial has started):
+        ``trials.parquet`` with the update files of a running (or crashed) driver applied over it."""
+        path = self.path(TRIALS_FILE)
+        paths = ([path] if self._is_file(path) else []) + self.trial_update_files()
+        if not paths:
             if not self.exists():
                 raise StoreError(f"{self.root}: no study named {self.name!r} in {self.storage}")
             return pd.DataFrame()
+        tables = []
+        for each in paths:
+            try:
+                tables.append(self._open_parquet(each, "trials").read().replace_schema_metadata(None))
+            except pa.ArrowInvalid as exc:
+                raise StoreError(f"{each}: corrupt Parquet file ({str(exc).splitlines()[0]})") from None
+        if len(tables) == 1:
+            return tables[0].to_pandas()
         try:
-            table = self._open_parquet(path, "trials").read()
-        except pa.ArrowInvalid as exc:
-            raise StoreError(f"{path}: corrupt Parquet file ({str(exc).splitlines()[0]})") from None
-        return table.to_pandas()
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise StoreError(f"{self.path(TRIAL_UPDATES)}: updates that do not fit trials.parquet "
+                             f"({str(exc).splitlines()[0]})") from None
+        ids = table.column("trial_id").to_pandas()
+        latest = ids.drop_duplicates(keep="last")  # the last update of each trial wins
+        order = latest.sort_values(kind="stable").index.to_numpy()
+        return table.take(order).to_pandas()
 
     def metric_files(self, trial_id: str | None = None) -> list[str]:
         base = self.path("metrics") if trial_id is None else self.path("metrics", f"trial_id={trial_id}")
@@ -403,14 +443,38 @@ class TrialLogs:
         return self._store().has_file(self.filename(trial_id))
 
 
+UPDATE_FANOUT = 8  # update files of one size merged into one of the next
+
+
+@dataclass(frozen=True)
+class TrialUpdate:
+    """One update file this writer wrote: updates ``first``..``last``, merged ``level`` times,
+    holding the rows of trials ``ids``."""
+
+    first: int
+    last: int
+    level: int
+    ids: frozenset
+
+    @property
+    def filename(self) -> str:
+        return f"{self.first:08d}-{self.last:08d}.parquet"
+
+
 class StoreWriter:
     """Driver-side writer fed by the Ray Tune callback as results arrive.
 
     Metric rows are buffered per trial and written as a new part file (never rewriting
     what is written) when a trial checkpoints, when it ends, when ``flush_rows`` rows
-    are waiting, or ``flush_seconds`` after the last write. ``trials.parquet`` (small)
-    is rewritten whole when a trial ends and at each flush (a trial's start reaches it
-    with the next flush, at most ``flush_seconds`` later).
+    are waiting, or ``flush_seconds`` after the last write. The trials table is written
+    incrementally: the rows of the trials changed since the last write go to a new update
+    file (``StudyStore.write_trial_update``) when a trial checkpoints or ends and at each
+    flush (a trial's start reaches the store with the next flush, at most ``flush_seconds``
+    later). Update files are merged as they pile up, ``UPDATE_FANOUT`` of one size into one
+    of the next (their rows are the writer's current rows of the trials they hold): each
+    row is rewritten O(log updates) times and a reader finds O(log updates) files, where a
+    whole-table rewrite per flush cost trials x flushes (``bench/store.py``). ``close``
+    writes ``trials.parquet`` whole, once, and removes the update files.
 
     Exactly once: a result whose ``training_iteration`` is already stored (or buffered)
     is dropped, since a trial restored from a checkpoint repeats the reports after it.
@@ -440,7 +504,10 @@ class StoreWriter:
         self.ambiguous: set[str] = set()  # config keys shared by several stored trials: no aliasing
         self.buffered = 0
         self.last_flush = time.monotonic()
-        self.trials_dirty = False
+        self.dirty: set[str] = set()  # stored ids whose rows changed since the last trials write
+        self.updates: list[TrialUpdate] = []  # this driver's update files, oldest first
+        self.next_update = 0
+        self.whole_written = False  # trials.parquet holds every row as it stands (close ran)
 
     def __getstate__(self):  # Ray Tune pickles its callbacks; a lock (its thread and events) stays here
         return {**self.__dict__, "lock": None}
@@ -502,9 +569,8 @@ class StoreWriter:
         row.update(self.provenance)
         self.by_config[key] = sid
         self.seen.add(sid)
-        # Written with the next flush (at most flush_seconds away), checkpoint or end, not now:
-        # a rewrite per start made the table's writes grow as trials x trials (bench/store.py).
-        self.trials_dirty = True
+        # Written with the next flush (at most flush_seconds away), checkpoint or end, not now.
+        self.dirty.add(sid)
         return sid
 
     def add_result(self, trial_id: str, metrics: dict[str, Any], *, host: str | None = None,
@@ -521,7 +587,7 @@ class StoreWriter:
         if node_ip:
             row["node_ip"] = node_ip
         row.update({k: v for k, v in (where or {}).items() if v is not None})
-        self.trials_dirty = True
+        self.dirty.add(sid)
         iteration = metrics.get("training_iteration")
         if iteration is not None:
             if iteration <= self.last_iteration.get(sid, 0):
@@ -533,7 +599,6 @@ class StoreWriter:
                 row[key] = value
         self.buffers.setdefault(sid, []).append(metrics)
         self.buffered += 1
-        self.trials_dirty = True
         if self.buffered >= self.flush_rows:
             self.flush()
         else:
@@ -543,8 +608,7 @@ class StoreWriter:
     def trial_checkpointed(self, trial_id: str) -> None:
         """Make the trial's rows durable before Ray Tune records its new checkpoint."""
         self._flush_trial(self.stored_id(trial_id))
-        if self.trials_dirty:
-            self._write_trials()
+        self._write_trials()
 
     def trial_ended(self, trial_id: str, status: str, error: str | None = None) -> None:
         if status not in STATUSES:
@@ -552,6 +616,7 @@ class StoreWriter:
         sid = self.stored_id(trial_id)
         row = self.trials.setdefault(sid, {"trial_id": sid, "reports": 0, "restarts": 0})
         row.update(status=status, error=error, ended_at=_now())
+        self.dirty.add(sid)
         self._flush_trial(sid)
         self._write_trials()
 
@@ -571,18 +636,20 @@ class StoreWriter:
         return lost
 
     def flush_if_due(self) -> None:
-        if (self.buffered or self.trials_dirty) and time.monotonic() - self.last_flush >= self.flush_seconds:
+        if (self.buffered or self.dirty) and time.monotonic() - self.last_flush >= self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
         for trial_id in list(self.buffers):
             self._flush_trial(trial_id)
-        if self.trials_dirty:
-            self._write_trials()
+        self._write_trials()
         self.last_flush = time.monotonic()
 
     def close(self) -> None:
+        """Flush, then write ``trials.parquet`` whole (what plain Parquet readers read); once
+        until the next change, so a second close writes nothing."""
         self.flush()
+        self._write_whole_table()
 
     def _lost(self) -> bool:
         return self.lock is not None and self.lock.lost.is_set()
@@ -597,11 +664,45 @@ class StoreWriter:
         self.parts[trial_id] = part + 1
 
     def _write_trials(self) -> None:
-        if self._lost():
+        """The changed trials' rows as a new update file, then merge update files due for it."""
+        if not self.dirty or self._lost():
             return
+        ids = frozenset(self.dirty)
+        self.whole_written = False
+        self._write_update(TrialUpdate(self.next_update, self.next_update, 0, ids))
+        self.next_update += 1
+        self.dirty.clear()
+        # The FANOUT newest files of one level become one file of the next; they are the newest,
+        # so their trials' rows as they stand now are the rows as of their last update.
+        while len(self.updates) >= UPDATE_FANOUT and len({u.level for u in self.updates[-UPDATE_FANOUT:]}) == 1:
+            merged = self.updates[-UPDATE_FANOUT:]
+            del self.updates[-UPDATE_FANOUT:]
+            self._write_update(TrialUpdate(merged[0].first, merged[-1].last, merged[0].level + 1,
+                                           frozenset().union(*(u.ids for u in merged))))
+            for update in merged:  # after the merged file exists: a crash leaves both, which read alike
+                self.store.fs.delete_file(self.store.path(TRIAL_UPDATES, update.filename))
+
+    def _write_update(self, update: "TrialUpdate") -> None:
         # sorted by id: Ray Tune's ids count up in grid order
+        self.store.write_trial_update(update.first, update.last, [self.trials[sid] for sid in sorted(update.ids)])
+        self.updates.append(update)
+
+    def _write_whole_table(self) -> None:
+        if self._lost() or self.whole_written or not self.trials:
+            return
         self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
-        self.trials_dirty = False
+        self.updates.clear()
+        self.whole_written = True
+
+
+def _update_range(filename: str) -> tuple[int, int]:
+    """(first, last) update of a ``trial-updates/<first>-<last>.parquet`` file name."""
+    first, _, last = filename.removesuffix(".parquet").partition("-")
+    try:
+        return int(first), int(last)
+    except ValueError:
+        raise StoreError(f"{TRIAL_UPDATES}/{filename}: not a trial update file (expected <first>-<last>.parquet); "
+                         f"move it out of the study folder") from None
 
 
 def _now() -> pd.Timestamp:

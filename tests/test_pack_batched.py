@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from trainables.batched import (BatchedAdamW, BatchedSGD, StackedModel, batched_attention, clip_member_grads,
+from trainables.batched import (BatchedAdamW, BatchedSGD, StackedModel, clip_member_grads,
                                 member_norms, update_norm_stats)
 from trainables.models.cnn import CNN1dConfig, ScaleInvariantCNN1d
 from trainables.models.gpt import GPT, model_config
@@ -97,8 +97,7 @@ def test_tied_weights_stay_one_stacked_tensor():
     assert stacked.aliases == {"lm_head.weight": "transformer.wte.weight"}
     assert "lm_head.weight" not in stacked.params
     x = torch.randint(0, 32, (2, 4, 8))
-    with batched_attention(x.device):
-        loss = stacked(x, x, fn=lambda call, a, b: call(a, b)[1])
+    loss = stacked(x, x, fn=lambda call, a, b: call(a, b)[1])
     loss.sum().backward()
     for k, module in enumerate(modules):
         module(x[k], x[k])[1].backward()

@@ -23,7 +23,6 @@ The machinery behind packed trials (``trainables.packing``), independent of any 
 
 from __future__ import annotations
 
-import contextlib
 import copy
 from typing import Iterable, Sequence
 
@@ -139,17 +138,6 @@ class StackedModel:
                 raise ValueError(f"state {group} {sorted(state[group])} do not match the model's {sorted(tensors)}")
             for name, t in tensors.items():
                 t.copy_(state[group][name])
-
-
-def batched_attention(device: torch.device):
-    """The attention kernel for a vmapped forward: on CPUs the composite (math) kernel, which vmap
-    batches into matmuls; the CPU flash kernel has no batching rule and would run member by member
-    (measured 1.8x slower for gpt-tiny at K = 16). CUDA's fused kernels have batching rules."""
-    if device.type == "cuda":
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
-    return sdpa_kernel(SDPBackend.MATH)
 
 
 @torch.no_grad()

@@ -29,13 +29,12 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
-import importlib
 import json
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
-from trainables.registry import ConfigError, build_config
+from trainables.registry import ConfigError, Registry, build_config, load_object
 from trainables.session import BareSession, OutputSink, RaySession, SharedLog, captured_output
 
 # The one key of a packed Ray trial's config: its members, in grid order.
@@ -61,23 +60,18 @@ class PackedTrainable:
     refused: Mapping[str, Mapping[Any, str]] = field(default_factory=dict)
 
     def run_function(self) -> Callable[[list[dict], "PackSession"], None]:
-        module, _, attr = self.run.partition(":")
-        return getattr(importlib.import_module(module), attr)
+        return load_object(self.run)
 
 
-PACKED: dict[str, PackedTrainable] = {}
+PACKED = Registry("pack", "trainable {name!r} cannot run packed", "packable")
 
 
 def register_packed(info: PackedTrainable) -> PackedTrainable:
-    PACKED[info.name] = info
-    return info
+    return PACKED.add(info)
 
 
 def get_packed(name: str) -> PackedTrainable:
-    try:
-        return PACKED[name]
-    except KeyError:
-        raise ConfigError("pack", f"trainable {name!r} cannot run packed; packable: {', '.join(sorted(PACKED))}") from None
+    return PACKED.find(name)
 
 
 def pack_problem(name: str, config_class: type, config: Mapping[str, Any], axes: Mapping[str, tuple]) -> ConfigError | None:

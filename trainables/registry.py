@@ -142,33 +142,50 @@ class TrainableInfo:
         its metrics are declared without types)."""
         schema = dict(self.metric_types)
         if schema and self.config_metrics:
-            per_config = _load(self.config_metrics)
+            per_config = load_object(self.config_metrics)
             for config in configs:
                 schema.update(per_config(config))
         return schema
 
     def config_class(self) -> type:
-        return _load(self.config)
+        return load_object(self.config)
 
     def run_function(self) -> Callable[[dict, Any], None]:
-        return _load(self.run)
+        return load_object(self.run)
 
 
-def _load(path: str) -> Any:
+def load_object(path: str) -> Any:
+    """The object a ``"module:attribute"`` path names (imported on first use)."""
     module, _, attr = path.partition(":")
     return getattr(importlib.import_module(module), attr)
 
 
-TRAINABLES: dict[str, TrainableInfo] = {}
+class Registry(dict):
+    """Name → info of the registered trainables of one kind; ``find`` of an unknown name is a
+    ``ConfigError`` at ``key`` that lists the known ones."""
+
+    def __init__(self, key: str, unknown: str, listed: str):
+        super().__init__()
+        self.key, self.unknown, self.listed = key, unknown, listed  # ``unknown`` formats ``{name!r}``
+
+    def add(self, info: Any) -> Any:
+        self[info.name] = info
+        return info
+
+    def find(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            problem = self.unknown.format(name=name)
+            raise ConfigError(self.key, f"{problem}; {self.listed}: {', '.join(sorted(self))}") from None
+
+
+TRAINABLES = Registry("trainable", "unknown trainable {name!r}", "known")
 
 
 def register(info: TrainableInfo) -> TrainableInfo:
-    TRAINABLES[info.name] = info
-    return info
+    return TRAINABLES.add(info)
 
 
 def get_trainable(name: str) -> TrainableInfo:
-    try:
-        return TRAINABLES[name]
-    except KeyError:
-        raise ConfigError("trainable", f"unknown trainable {name!r}; known: {', '.join(sorted(TRAINABLES))}") from None
+    return TRAINABLES.find(name)

@@ -8,6 +8,17 @@ import pytest
 
 # Ray workers and the tests share 2 cores: one torch thread each.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# Generated mnist1d sets are cached in a folder of this test session, not the user's ~/.cache
+# (set before Ray starts: its workers inherit it).
+if "WD_STUDY_CACHE" not in os.environ:
+    os.environ["WD_STUDY_CACHE"] = _SESSION_CACHE = tempfile.mkdtemp(prefix="wd-study-cache-")
+else:
+    _SESSION_CACHE = None
+
+
+def pytest_unconfigure(config):
+    if _SESSION_CACHE:
+        shutil.rmtree(_SESSION_CACHE, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -565,3 +565,37 @@ def test_presets_validate_and_follow_the_paper():
     # large enough that one error is read to ≈ 0.1 pp (binomial SE at 4 %: 0.11 pp for 32,000)
     assert len(tiny.axes["lr"]) >= 3 and 0.0 in tiny.axes["weight_decay"] and max(tiny.axes["weight_decay"]) > 0
     assert len(tiny.axes["seed"]) >= 4 and tiny.config["test_samples"] >= 30_000
+
+
+def test_mnist1d_is_kept_on_disk_and_read_back_bit_for_bit(tmp_path, monkeypatch):
+    from trainables.vision import data as vision_data
+
+    monkeypatch.setenv("WD_STUDY_CACHE", str(tmp_path))
+    generated = []
+    real = vision_data._mnist1d_generate
+    monkeypatch.setattr(vision_data, "_mnist1d_generate", lambda *a: generated.append(a) or real(*a))
+    vision_data._mnist1d.cache_clear()
+    first = vision_data._mnist1d(300, 195, 11)  # 495 asked: 500 generated, 50 per class
+    (cached,) = tmp_path.glob("mnist1d-*-n500-seed11.npz")
+    vision_data._mnist1d.cache_clear()  # a fresh worker process
+    again = vision_data._mnist1d(300, 195, 11)
+    assert generated == [(500, 11)]
+    assert [t.shape[0] for t in again] == [300, 300, 195, 195]
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+
+    cached.write_bytes(b"not an npz")  # damaged: generated again, and the file replaced
+    vision_data._mnist1d.cache_clear()
+    assert all(torch.equal(a, b) for a, b in zip(first, vision_data._mnist1d(300, 195, 11)))
+    assert generated == [(500, 11)] * 2 and np.load(cached)["x"].shape[0] == 500
+    vision_data._mnist1d.cache_clear()
+
+
+def test_an_empty_wd_study_cache_turns_the_disk_cache_off(tmp_path, monkeypatch):
+    from trainables.vision import data as vision_data
+
+    monkeypatch.setenv("WD_STUDY_CACHE", "")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    vision_data._mnist1d.cache_clear()
+    vision_data._mnist1d(20, 10, 3)
+    vision_data._mnist1d.cache_clear()
+    assert vision_data.mnist1d_cache_folder() is None and list(tmp_path.rglob("mnist1d-*")) == []

@@ -7,7 +7,9 @@ Sources:
   length-40 signals. Nothing is downloaded (``make_dataset`` only; the package's URL
   download is never used). We generate ``train + test`` examples (default 4000 + 4000)
   with the package's default arguments and split them in order; inputs are
-  standardised with the training mean/std.
+  standardised with the training mean/std. A generated set is kept on disk
+  (``mnist1d_cache_folder``: ``~/.cache/wd-study`` unless ``WD_STUDY_CACHE`` says otherwise),
+  so that a fresh Ray worker loads it instead of generating it again.
 - ``cifar10`` / ``cifar100``: the python-pickle batches of
   https://www.cs.toronto.edu/~kriz/cifar.html (``cifar-10-batches-py/data_batch_1..5``,
   ``test_batch``; ``cifar-100-python/train``, ``test``) from a local folder, normalised
@@ -30,6 +32,7 @@ import functools
 import os
 import pickle
 import random
+import zipfile
 from dataclasses import dataclass
 
 import numpy as np
@@ -92,10 +95,54 @@ def load_dataset(name: str, *, data_dir: str = "", train_samples: int = 0, test_
 
 @functools.lru_cache(maxsize=4)  # trials reused by Ray in one process generate it once
 def _mnist1d(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, ...]:
+    total = -(-(n_train + n_test) // 10) * 10  # the generator makes num_samples // 10 per class
+    x, y = _mnist1d_cached(total, seed)
+    return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+
+
+def mnist1d_cache_folder() -> str | None:
+    """Where generated mnist1d sets are kept between processes: ``$WD_STUDY_CACHE``, else
+    ``$XDG_CACHE_HOME/wd-study`` or ``~/.cache/wd-study``; ``WD_STUDY_CACHE=`` (empty) turns it off."""
+    if "WD_STUDY_CACHE" in os.environ:
+        return os.environ["WD_STUDY_CACHE"] or None
+    return os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wd-study")
+
+
+def _mnist1d_cached(total: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generated set, from the disk cache when it is there: generating 35,000 signals takes
+    about 30 s, which every fresh Ray worker paid before its first epoch. The file name holds
+    the generator's version, the size and the seed; a missing or damaged file is generated again."""
+    from importlib.metadata import version
+
+    folder = mnist1d_cache_folder()
+    path = os.path.join(folder, f"mnist1d-{version('mnist1d')}-n{total}-seed{seed}.npz") if folder else None
+    if path:
+        try:
+            with np.load(path) as cached:
+                x, y = cached["x"], cached["y"]
+            if len(x) == len(y) == total:
+                return torch.from_numpy(x), torch.from_numpy(y)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            pass
+    x, y = _mnist1d_generate(total, seed)
+    if path:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        try:
+            os.makedirs(folder, exist_ok=True)
+            with open(tmp, "wb") as f:
+                np.savez(f, x=x.numpy(), y=y.numpy())
+            os.replace(tmp, path)  # whole or not at all: concurrent workers write the same bytes
+        except OSError:  # a read-only home: no cache, nothing else changes
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    return x, y
+
+
+def _mnist1d_generate(total: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     from mnist1d.data import get_dataset_args, make_dataset
 
     args = get_dataset_args()
-    args.num_samples = -(-(n_train + n_test) // 10) * 10  # it makes num_samples // 10 per class
+    args.num_samples = total
     args.train_split = 1.0  # we split ourselves, so both splits have exactly the sizes asked for
     args.seed = seed
     # make_dataset seeds Python's and NumPy's global generators; leave them as they were
@@ -105,10 +152,10 @@ def _mnist1d(n_train: int, n_test: int, seed: int) -> tuple[torch.Tensor, ...]:
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
-    as_x = lambda a: torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))  # noqa: E731
-    as_y = lambda a: torch.from_numpy(np.asarray(a, dtype=np.int64))  # noqa: E731
-    x, y = as_x(data["x"]), as_y(data["y"])  # shuffled across classes by the generator
-    return x[:n_train], y[:n_train], x[n_train:n_train + n_test], y[n_train:n_train + n_test]
+    x = torch.from_numpy(np.ascontiguousarray(data["x"], dtype=np.float32))
+    y = torch.from_numpy(np.asarray(data["y"], dtype=np.int64))  # shuffled across classes by the generator
+    return x, y
+
 
 def cifar_folder(name: str, data_dir: str, download: bool = False) -> str:
     """The folder with the pickle batches: ``data_dir`` itself or its standard subfolder."""

@@ -62,6 +62,15 @@ def short_repr(value: Any, limit: int = 60) -> str:
     return abbreviate(text, limit)
 
 
+def key_label(key: Any, limit: int = 40) -> str:
+    """A mapping key the user gave, as a path element of an error message: as written when it is
+    a printable string, its middle cut when long; anything else (a newline in it, not a string)
+    as its bounded repr, so that the message stays one readable line."""
+    if isinstance(key, str) and key.isprintable():
+        return key if len(key) <= limit else key[:30] + "..." + key[-7:]
+    return short_repr(key, limit)
+
+
 def abbreviate(text: str, limit: int = LINE_LIMIT) -> str:
     """``text`` on one line, its middle cut out when longer than ``limit`` characters."""
     text = " ".join(str(text).split("\n"))

@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from study.errors import short_repr
+from study.errors import abbreviate, key_label, short_repr
 from study.trackers import parse_loggers
 from study.search import SEARCHES, Range, parse_range, parse_sampler, parse_scheduler
 from trainables.registry import ConfigError, check_value, config_fields, get_trainable
@@ -60,6 +60,10 @@ MODULE_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*"
 
 class SpecError(ValueError):
     """A study spec that cannot run; the message is one line naming the source and key."""
+
+    def __init__(self, message: str):
+        # one line whatever a value in it holds (keys are shown by key_label; this is the net)
+        super().__init__(abbreviate(message, limit=100_000))
 
 
 def check_name(name: Any, where: str = "name") -> str:
@@ -363,7 +367,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     check_plain(data, fail)
     unknown = [k for k in data if k not in SPEC_KEYS]
     if unknown:
-        raise fail(_key(unknown[0]), f"unknown key; known keys: {', '.join(SPEC_KEYS)}")
+        raise fail(key_label(unknown[0]), f"unknown key; known keys: {', '.join(SPEC_KEYS)}")
     for required in ("name", "trainable"):
         if required not in data:
             raise fail(required, "missing")
@@ -381,14 +385,14 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     config_in = _mapping(data.get("config", {}), "config", fail)
     config = {}
     for key, value in config_in.items():
-        config[key] = _checked(config_class, key, value, f"config.{key}", fail)
+        config[key] = _checked(config_class, key, value, f"config.{key_label(key)}", fail)
 
     axes_in = _mapping(data.get("axes"), "axes", fail)
     if not axes_in:
         raise fail("axes", "empty; give at least one axis with a list of values (e.g. seed: [0])")
     axes, ranges = {}, {}
     for axis, values in axes_in.items():
-        key = f"axes.{axis}"
+        key = f"axes.{key_label(axis)}"
         known = config_fields(config_class)
         if axis not in known:
             raise fail(key, f"unknown config key for trainable {info.name}; an axis must be one of: {', '.join(known)}")
@@ -445,7 +449,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     stop = _mapping(data.get("stop", {}), "stop", fail)
     for key, value in stop.items():
         if key not in RAY_STOP_KEYS and key not in info.metrics:
-            raise fail(f"stop.{_key(key)}", f"not a reported metric; use {', '.join(RAY_STOP_KEYS)} or one of "
+            raise fail(f"stop.{key_label(key)}", f"not a reported metric; use {', '.join(RAY_STOP_KEYS)} or one of "
                                                   f"the trainable's metrics")
         if not is_finite_number(value):
             raise fail(f"stop.{key}", f"expected a finite number, got {short_repr(value)}")
@@ -468,7 +472,7 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     # ---- search beyond the grid: ranges, budget, seed, sampler, scheduler (study.search)
     if search == "grid" and ranges:
         axis, r = next(iter(ranges.items()))
-        raise fail(f"axes.{axis}", f"a range ({r.describe()}) needs search: random or optuna; a grid takes a list of values")
+        raise fail(f"axes.{key_label(axis)}", f"a range ({r.describe()}) needs search: random or optuna; a grid takes a list of values")
     if search != "grid" and not ranges:
         raise fail("search", f"{search} needs at least one range axis, e.g. lr: {{loguniform: [1.0e-4, 1.0e-1]}} "
                    f"(with lists only, it is a grid)")
@@ -552,17 +556,10 @@ def check_plain(data: Any, fail) -> None:
             if not math.isfinite(value):
                 raise fail(path or "spec", f"expected a finite number, got {value!r}")
         elif isinstance(value, Mapping):
-            children = [(v, f"{path}.{_key(k)}" if path else _key(k), depth + 1) for k, v in value.items()]
+            children = [(v, f"{path}.{key_label(k)}" if path else key_label(k), depth + 1) for k, v in value.items()]
             stack.extend(reversed(children))
         elif isinstance(value, (list, tuple)):
             stack.extend(reversed([(v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value)]))
-
-
-def _key(key: Any) -> str:
-    """A mapping key as a path element of an error message, abbreviated."""
-    if isinstance(key, str):
-        return key if len(key) <= 40 else key[:30] + "..." + key[-7:]
-    return short_repr(key, 40)
 
 
 def _samples(data: Mapping[str, Any]) -> int:
@@ -590,7 +587,7 @@ def _check_trials(config_class: type, config: dict, axes: dict, ranges: dict, fa
         try:
             config_class(**config, **point)
         except ConfigError as exc:
-            where = f"axes.{exc.key}" if exc.key in point else f"config.{exc.key}"
+            where = f"axes.{key_label(exc.key)}" if exc.key in point else f"config.{key_label(exc.key)}"
             trial = f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})" if len(point) else ""
             raise fail(where, exc.message + trial) from None
 
@@ -654,7 +651,7 @@ def _resources(value: Any, key: str, fail) -> Resources:
     given = _mapping(value, key, fail)
     for name in given:
         if name not in ("cpu", "gpu"):
-            raise fail(f"{key}.{_key(name)}", "unknown resource; use cpu and gpu")
+            raise fail(f"{key}.{key_label(name)}", "unknown resource; use cpu and gpu")
     cpu, gpu = given.get("cpu", 1), given.get("gpu", 0)
     if not is_finite_number(cpu) or cpu <= 0:
         raise fail(f"{key}.cpu", f"expected a number > 0, got {short_repr(cpu)}")

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from study.errors import short_repr
+from study.errors import key_label, short_repr
 
 # Ray Tune 2.60 has no public argument for its automatic loggers, only this variable, read by
 # Tuner.fit on the driver (ray.tune.utils.callback._create_default_callbacks).
@@ -73,11 +73,6 @@ TRACKERS = {
 }
 
 
-def _label(key: Any) -> str:
-    """A key of the user's ``loggers`` as a path element of an error message, bounded."""
-    return key if isinstance(key, str) and len(key) <= 40 else short_repr(key, 40)
-
-
 def installed(module: str) -> bool:
     """Whether ``module`` can be imported here (found, not imported: importing mlflow takes seconds)."""
     return not module or importlib.util.find_spec(module) is not None
@@ -101,7 +96,7 @@ def parse_loggers(value: Any, fail) -> dict[str, dict[str, Any]]:
     for name, options in value.items():
         tracker = TRACKERS.get(name) if isinstance(name, str) else None
         if tracker is None:
-            raise fail(f"loggers.{_label(name)}", f"unknown tracker; choose from {', '.join(TRACKERS)}")
+            raise fail(f"loggers.{key_label(name)}", f"unknown tracker; choose from {', '.join(TRACKERS)}")
         options = {} if options is None else options
         if not isinstance(options, dict):
             raise fail(f"loggers.{name}", f"expected a mapping of options, got {short_repr(options)}")
@@ -109,10 +104,10 @@ def parse_loggers(value: Any, fail) -> dict[str, dict[str, Any]]:
             check = tracker.options.get(option) if isinstance(option, str) else None
             if check is None:
                 known = ", ".join(tracker.options) or "none"
-                raise fail(f"loggers.{name}.{_label(option)}", f"unknown option; {name} takes: {known}")
+                raise fail(f"loggers.{name}.{key_label(option)}", f"unknown option; {name} takes: {known}")
             problem = check(option_value)
             if problem:
-                raise fail(f"loggers.{name}.{option}", problem)
+                raise fail(f"loggers.{name}.{key_label(option)}", problem)
         if not installed(tracker.module):
             raise fail(f"loggers.{name}", f"the {tracker.module} library is not installed; install it with "
                                           f"pip install 'wd-study[{tracker.extra}]'")

@@ -162,3 +162,23 @@ def test_a_preset_that_needs_data_dry_runs_but_does_not_launch_without_it(tmp_pa
     assert err == ("error: preset ushape: config.data_dir: dataset cifar10 needs data_dir, the absolute path of a "
                    "folder with the CIFAR python pickle batches (--set data_dir=/absolute/path)\n")
     assert not storage.exists()
+
+
+@pytest.mark.parametrize("data, where", [
+    ({"loggers": ["\n"]}, r"loggers.'\n': unknown tracker"),
+    ({"loggers": {"csv": {"a\tb": 1}}}, r"loggers.csv.'a\tb': unknown option"),
+    ({"axes": {"lr": [0.1], "x\ny": [1]}}, r"axes.'x\ny'"),
+    ({"config": {"steps": 3, "s\nteps": 3}}, r"config.'s\nteps'"),
+    ({"resources": {"cpu": 1, "g\rpu": 1}}, r"resources.'g\rpu': unknown resource"),
+    ({"weird\nkey": 1}, r"'weird\nkey': unknown key"),
+])
+def test_a_key_with_a_control_character_is_shown_escaped_on_one_line(data, where):
+    """Found by tests/test_properties.py (hypothesis): a newline in a key broke the one-line error."""
+    from study import parse_spec
+
+    base = {"name": "k", "trainable": "probe", "config": {"steps": 3}, "axes": {"lr": [0.1]}}
+    with pytest.raises(SpecError) as caught:
+        parse_spec({**base, **data}, "s.yaml")
+    message = str(caught.value)
+    assert "\n" not in message and "\r" not in message and "\t" not in message
+    assert where in message

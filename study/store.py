@@ -76,6 +76,10 @@ TRIAL_UPDATES = "trial-updates"
 RAY_METRIC_TYPES = {"training_iteration": "int64", "time_total_s": "double"}
 
 
+class _Vanished(Exception):
+    """An update file listed a moment ago is gone (the driver merged it): read again."""
+
+
 class StoreError(RuntimeError):
     """A store file that is missing, corrupt or not ours; the message names the file."""
 
@@ -304,18 +308,20 @@ class StudyStore:
     def read_trials(self) -> pd.DataFrame:
         """One row per trial, sorted by trial id (empty with no columns when no trial has started):
         ``trials.parquet`` with the update files of a running (or crashed) driver applied over it."""
-        path = self.path(TRIALS_FILE)
-        paths = ([path] if self._is_file(path) else []) + self.trial_update_files()
-        if not paths:
-            if not self.exists():
-                raise StoreError(f"{self.root}: no study named {self.name!r} in {self.storage}")
-            return pd.DataFrame()
-        tables = []
-        for each in paths:
+        for attempt in range(20):
+            path = self.path(TRIALS_FILE)
+            paths = ([path] if self._is_file(path) else []) + self.trial_update_files()
+            if not paths:
+                if not self.exists():
+                    raise StoreError(f"{self.root}: no study named {self.name!r} in {self.storage}")
+                return pd.DataFrame()
             try:
-                tables.append(self._open_parquet(each, "trials").read().replace_schema_metadata(None))
-            except pa.ArrowInvalid as exc:
-                raise StoreError(f"{each}: corrupt Parquet file ({str(exc).splitlines()[0]})") from None
+                tables = [self._read_trials_file(each) for each in paths]
+                break
+            except _Vanished:  # a running driver merged or folded update files in the meantime: list again
+                time.sleep(0.01 * (attempt + 1))
+        else:
+            raise StoreError(f"{self.path(TRIAL_UPDATES)}: its files kept changing while they were read; try again")
         if len(tables) == 1:
             return tables[0].to_pandas()
         try:
@@ -327,6 +333,16 @@ class StudyStore:
         latest = ids.drop_duplicates(keep="last")  # the last update of each trial wins
         order = latest.sort_values(kind="stable").index.to_numpy()
         return table.take(order).to_pandas()
+
+    def _read_trials_file(self, path: str) -> pa.Table:
+        try:
+            return self._open_parquet(path, "trials").read().replace_schema_metadata(None)
+        except (StoreError, pa.ArrowInvalid, OSError) as exc:
+            if path.startswith(self.path(TRIAL_UPDATES) + "/") and not self._is_file(path):
+                raise _Vanished() from None
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"{path}: corrupt Parquet file ({str(exc).splitlines()[0]})") from None
 
     def metric_files(self, trial_id: str | None = None) -> list[str]:
         base = self.path("metrics") if trial_id is None else self.path("metrics", f"trial_id={trial_id}")

@@ -245,6 +245,13 @@ def test_driver_crash_then_resume_finishes_only_what_is_left(ray_session, tmp_pa
     assert_exactly_once_and_as_uninterrupted(result.store)
 
 
+def running_trials(store: StudyStore) -> pd.DataFrame | None:
+    """The trials as `study status` reads them while a driver runs (trials.parquet is written
+    whole only when the driver closes the study; until then its update files hold the rows)."""
+    trials = store.read_trials() if store.exists() else pd.DataFrame()
+    return trials if "status" in trials else None
+
+
 @pytest.mark.slow
 def test_killed_driver_subprocess_then_cli_resume(tmp_path):
     """SIGKILL of a real driver (and the Ray it started) mid-study, then `python -m study resume`."""
@@ -263,7 +270,7 @@ def test_killed_driver_subprocess_then_cli_resume(tmp_path):
     def wait_for(condition, what):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
-            trials = store.read_trials() if store._is_file(store.path("trials.parquet")) else None
+            trials = running_trials(store)
             if trials is not None and condition(trials):
                 return
             time.sleep(0.3)
@@ -316,7 +323,8 @@ def test_sigterm_stops_a_driver_gracefully_and_resume_finishes(tmp_path):
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline:
             time.sleep(0.3)
-            if store._is_file(store.path("trials.parquet")) and (store.read_trials()["reports"] >= 5).any():
+            trials = running_trials(store)
+            if trials is not None and (trials["reports"] >= 5).any():
                 break
         else:
             pytest.fail("the study did not get going")

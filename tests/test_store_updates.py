@@ -150,3 +150,25 @@ def test_a_foreign_file_among_the_updates_is_refused_by_name(storage):
     os.rename(store.path(TRIAL_UPDATES, "00000000-00000000.parquet"), store.path(TRIAL_UPDATES, "mine.parquet"))
     with pytest.raises(StoreError, match=r"trial-updates/mine.parquet: not a trial update file"):
         store.read_trials()
+
+
+def test_a_reader_lists_again_when_a_merge_removed_a_file_it_had_listed(storage, monkeypatch):
+    """`study status` while the driver merges: a listed update file is gone when opened; the
+    reader lists again instead of failing (and says so after many tries)."""
+    store = make_store(storage)
+    writer = StoreWriter(store, PROVENANCE)
+    writer.trial_started("a", {"seed": 0})
+    writer.trial_ended("a", "finished")
+    real = store.trial_update_files
+    listings = []
+
+    def racing():
+        listings.append(1)
+        return real() + ([store.path(TRIAL_UPDATES, "00000000-00000003.parquet")] if len(listings) == 1 else [])
+
+    monkeypatch.setattr(store, "trial_update_files", racing)
+    assert store.read_trials()["status"].tolist() == ["finished"] and len(listings) == 2
+
+    monkeypatch.setattr(store, "trial_update_files", lambda: real() + [store.path(TRIAL_UPDATES, "00000009-00000009.parquet")])
+    with pytest.raises(StoreError, match="kept changing while they were read"):
+        store.read_trials()

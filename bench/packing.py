@@ -39,8 +39,8 @@ import time
 from _common import ROOT, Record, median, say, table
 
 # Every measurement of the preset, over fewer epochs/steps (the grid replaces its axes).
-# ushape-tiny's 32,000 test signals take ~30 s of mnist1d generation per fresh process, which a
-# run of a few epochs would mostly measure: the benchmark keeps 4,000. The preset runs no Tr(H);
+# ushape-tiny's 32,000 test signals take ~30 s of mnist1d generation where the disk cache does
+# not have them yet, which a run of a few epochs would mostly measure: the benchmark keeps 4,000. The preset runs no Tr(H);
 # the benchmark does, at the size the earlier preset ran it (10 probes on 1,000 signals).
 HESSIAN = ["hessian_probes=10", "hessian_samples=1000", "hessian_batch=500"]
 SHRINK = {
@@ -54,6 +54,12 @@ QUICK_SHRINK = {
                     "finetune_epochs=1", "train_samples=2000"],
     "chinchilla-tiny": ["steps=50", "eval_every=25", "warmup_steps=5", "tail_steps=10"],
 }
+# --dry: a few steps of each, small data (bench/gpu.sh --dry: a check that every case runs)
+DRY_SHRINK = {
+    "ushape-tiny": ["epochs=2", "decay_epoch=1", "eval_every=1", "hessian_every=0", "finetune_every=0",
+                    "train_samples=256", "test_samples=256"],
+    "chinchilla-tiny": ["steps=6", "eval_every=3", "warmup_steps=2", "tail_steps=2", "eval_batches=1"],
+}
 GRIDS = {  # (learning rates, weight decays) by grid size
     "ushape-tiny": {16: ([0.01, 0.03, 0.1, 0.3], [0.0, 1e-3, 3e-3, 5e-3]),
                     64: ([0.003, 0.006, 0.01, 0.03, 0.06, 0.1, 0.3, 1.0], [0.0, 1e-4, 3e-4, 1e-3, 2e-3, 3e-3, 5e-3, 1e-2])},
@@ -63,21 +69,32 @@ GRIDS = {  # (learning rates, weight decays) by grid size
 FIXED = {"ushape-tiny": ["seed=0"], "chinchilla-tiny": ["seed=0", "schedule=cosine"]}
 
 
-def overrides(preset: str, size: int, pack: int, *, device: str, gpu_share: float, shrink: dict) -> list[str]:
-    """The ``--set`` values of one case: the shrunk preset, the grid, the device, and ``pack``."""
+def overrides(preset: str, size: int, pack: int, *, device: str, gpu_share: float, shrink: dict,
+              pack_cpu: float | None = None) -> list[str]:
+    """The ``--set`` values of one case: the shrunk preset, the grid, the device, ``pack`` and,
+    when given, the CPUs each pack holds (``pack_resources.cpu``; otherwise the rule's)."""
     lrs, wds = GRIDS[preset][size]
     sets = [*shrink[preset], *FIXED[preset], f"axes.lr={lrs}", f"axes.weight_decay={wds}", f"device={device}"]
     if device == "cuda":
         sets.append(f"resources.gpu={gpu_share}")
+    if pack > 1 and pack_cpu is not None:
+        sets.append(f"pack_resources.cpu={pack_cpu:g}")
     return sets + ([f"pack={pack}"] if pack > 1 else [])
 
 
-def cli_case(preset: str, size: int, pack: int, *, args, root: str, name: str) -> dict:
+def case_name(pack: int, pack_cpu: float | None) -> str:
+    if pack == 1:
+        return "unpacked"
+    return f"pack {pack}" + (f" ({pack_cpu:g} CPU{'s' if pack_cpu != 1 else ''} each)" if pack_cpu is not None else "")
+
+
+def cli_case(preset: str, size: int, pack: int, *, args, root: str, name: str, pack_cpu: float | None = None) -> dict:
     """One study run from the command line, as a user runs it; its wall time and what it stored."""
     from study import load_spec
     from study.store import StudyStore
 
-    sets = overrides(preset, size, pack, device=args.device, gpu_share=args.gpu_share, shrink=args.shrink)
+    sets = overrides(preset, size, pack, device=args.device, gpu_share=args.gpu_share, shrink=args.shrink,
+                     pack_cpu=pack_cpu)
     command = [sys.executable, "-m", "study", "launch", preset, "--name", name, "--storage", root, "--no-report"]
     for value in sets:
         command += ["--set", value]
@@ -105,12 +122,17 @@ def run_grids(args, record) -> list[dict]:
         for repeat in range(args.repeats):  # interleaved: every case once per repeat
             for preset in args.presets:
                 for size in args.grids:
-                    for pack in [1, *[k for k in args.ks if k <= size]]:
-                        name = f"{preset}-{size}-k{pack}-{repeat}"
-                        run = cli_case(preset, size, pack, args=args, root=root, name=name)
-                        runs.append({"preset": preset, "grid": size, "pack": pack, "repeat": repeat, **run})
-                        say(f"  repeat {repeat}: {preset} {size}-point grid, "
-                            f"{'unpacked' if pack == 1 else f'pack {pack}'}: {run['wall_s']:.1f} s")
+                    ks = [k for k in args.ks if k <= size]
+                    cases = [(1, None), *[(k, None) for k in ks], *[(k, c) for k in ks if size // k >= 2 for c in args.pack_cpus]]  # a split needs packs to run side by side
+                    for pack, pack_cpu in cases:
+                        name = f"{preset}-{size}-k{pack}-{repeat}" + (f"-c{pack_cpu:g}" if pack_cpu is not None else "")
+                        run = cli_case(preset, size, pack, args=args, root=root, name=name, pack_cpu=pack_cpu)
+                        runs.append({"preset": preset, "grid": size, "pack": pack, "pack_cpu": pack_cpu,
+                                     "repeat": repeat, **run})
+                        record["runs"] = runs  # written after every case: a run cut short keeps what it did
+                        record.write(args.out)
+                        say(f"  repeat {repeat}: {preset} {size}-point grid, {case_name(pack, pack_cpu)}: "
+                            f"{run['wall_s']:.1f} s")
                         shutil.rmtree(os.path.join(root, name), ignore_errors=True)
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -124,10 +146,11 @@ def summarise(runs: list[dict]) -> list[dict]:
         for size in dict.fromkeys(r["grid"] for r in runs if r["preset"] == preset):
             mine = [r for r in runs if r["preset"] == preset and r["grid"] == size]
             base = {r["repeat"]: r["wall_s"] for r in mine if r["pack"] == 1}
-            for pack in dict.fromkeys(r["pack"] for r in mine):
-                walls = [r["wall_s"] for r in mine if r["pack"] == pack]
-                speedups = [base[r["repeat"]] / r["wall_s"] for r in mine if r["pack"] == pack and r["repeat"] in base]
-                rows.append({"preset": preset, "grid": size, "case": "unpacked" if pack == 1 else f"pack {pack}",
+            for pack, pack_cpu in dict.fromkeys((r["pack"], r.get("pack_cpu")) for r in mine):
+                same = [r for r in mine if r["pack"] == pack and r.get("pack_cpu") == pack_cpu]
+                walls = [r["wall_s"] for r in same]
+                speedups = [base[r["repeat"]] / r["wall_s"] for r in same if r["repeat"] in base]
+                rows.append({"preset": preset, "grid": size, "case": case_name(pack, pack_cpu),
                              "repeats": len(walls), "wall s (median)": median(walls),
                              "wall s (min-max)": f"{min(walls):.1f}-{max(walls):.1f}",
                              "speed-up (median)": median(speedups),
@@ -198,14 +221,17 @@ def main() -> None:
     parser.add_argument("--grids", type=int, nargs="*", default=[16], choices=[16, 64],
                         help="grid sizes run from the CLI (none: only the profiles)")
     parser.add_argument("--ks", type=int, nargs="+", default=[4, 16])
+    parser.add_argument("--pack-cpus", type=float, nargs="*", default=[],
+                        help="also run each K with pack_resources.cpu set to each of these (e.g. 1: two packs at once)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--gpu-share", type=float, default=0.125, help="GPU share of an unpacked trial on CUDA")
     parser.add_argument("--profile", type=int, default=6, help="training steps profiled per case (0: no profiles)")
     parser.add_argument("--quick", action="store_true", help="half-length runs (the same cases and repeats)")
+    parser.add_argument("--dry", action="store_true", help="a few steps per case: a check that every case runs")
     parser.add_argument("--out", help="JSON path (default: bench/results/packing.json)")
     args = parser.parse_args()
-    args.shrink = QUICK_SHRINK if args.quick else SHRINK
+    args.shrink = DRY_SHRINK if args.dry else QUICK_SHRINK if args.quick else SHRINK
     if args.device == "auto":
         import torch
 

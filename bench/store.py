@@ -18,7 +18,7 @@ spent writing the trials table (update files, merged as they pile up, then
 command, interleaved with ours: the same writes with ``trials.parquet`` rewritten whole at
 every flush (the writer before incremental writes).
 
-    python bench/store.py --trials 10000 --reports 100   # 10,000 trials (1M rows)
+    python bench/store.py --trials 10000 --reports 100 --no-baseline   # 10,000 trials (1M rows)
 """
 
 from __future__ import annotations
@@ -207,6 +207,9 @@ def main() -> None:
     parser.add_argument("--checkpoint-every", type=int, default=0, help="reports between a trial's checkpoints (0: none)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="interleaved repetitions of the writes (ours and the baseline's) and of the reads")
+    parser.add_argument("--no-baseline", dest="baseline", action="store_false",
+                        help="skip the whole-table baseline (its cost grows with trials x flushes: "
+                             "hours at 10,000 trials)")
     parser.add_argument("--dir", help="store root (default: a temporary folder, removed after)")
     parser.add_argument("--out", help="JSON path (default: bench/results/store.json)")
     parser.add_argument("--phase", nargs="+", help=argparse.SUPPRESS)
@@ -221,8 +224,9 @@ def main() -> None:
     root = args.dir or tempfile.mkdtemp(prefix="bench-store-")
     try:
         say(f"writing {args.trials} trials x {args.reports} reports ({args.concurrent} at a time) into {root}, "
-            f"{args.repeats} times with the incremental writer and the whole-table baseline, interleaved")
-        writes = {"incremental": [], "whole": []}
+            f"{args.repeats} times with the incremental writer"
+            + (" and the whole-table baseline, interleaved" if args.baseline else " (no baseline)"))
+        writes = {"incremental": [], "whole": []} if args.baseline else {"incremental": []}
         for repeat in range(args.repeats):
             for kind in writes:
                 where = os.path.join(root, f"{kind}-{repeat}")
@@ -234,13 +238,13 @@ def main() -> None:
                     shutil.rmtree(where, ignore_errors=True)
         root = os.path.join(root, "incremental-0")
         write = writes["incremental"][0]
-        baseline = writes["whole"][0]
         blocks = write.pop("blocks")
-        baseline_blocks = baseline.pop("blocks")
-        say("the baseline (trials.parquet rewritten whole), first repeat:")
-        say(table([{"rows written": b["rows"], "s for these rows": b["block_s"],
-                    "of it: trials.parquet rewrites": b["trials_s"], "trials in the table": b["trials_stored"]}
-                   for b in baseline_blocks]))
+        baseline_blocks = writes["whole"][0].pop("blocks") if args.baseline else None
+        if args.baseline:
+            say("the baseline (trials.parquet rewritten whole), first repeat:")
+            say(table([{"rows written": b["rows"], "s for these rows": b["block_s"],
+                        "of it: trials.parquet rewrites": b["trials_s"], "trials in the table": b["trials_stored"]}
+                       for b in baseline_blocks]))
         say("ours (incremental), first repeat:")
         say(table([{"rows written": b["rows"], "s for these rows": b["block_s"],
                     "of it: trials table": b["trials_s"], "part files": b["part_s"],
@@ -274,7 +278,8 @@ def main() -> None:
                            "read_trials_mid_run_s": median(r["read_trials_mid_run_s"] for r in runs),
                            "repeats": len(runs)} for kind, runs in writes.items()},
         "baseline_blocks": baseline_blocks,
-        "trials_table_speedup": median(b["trials_s"] for b in writes["whole"]) / median(r["trials_s"] for r in writes["incremental"]),
+        "trials_table_speedup": median(b["trials_s"] for b in writes["whole"]) / median(r["trials_s"] for r in writes["incremental"])
+        if args.baseline else None,
         "write_peak_rss_mib": write["peak_rss_mib"], "baseline_rss_mib": base_rss,
     }
     for what in ("read_all", "read_one", "duckdb"):

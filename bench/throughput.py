@@ -81,14 +81,14 @@ def gpu_case(args) -> dict:
 
     from trainables.lm.metrics import peak_bf16_flops
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available() and not args.dry:
         return {"case": "GPT-2-124M bf16", "device": "cuda", "unit": "tokens/s", "rate": "not measured",
                 "MFU": "not measured", "note": "skipped: no CUDA device on this machine"}
-    name = torch.cuda.get_device_name(0)
+    name = torch.cuda.get_device_name(0) if not args.dry else "cpu (dry run)"
     peak = args.peak_tflops * 1e12 if args.peak_tflops else peak_bf16_flops(name)
     with tempfile.TemporaryDirectory(prefix="bench-tokens-") as folder:
         rng = np.random.default_rng(0)  # GPT-2 token ids: the work per token does not depend on the text
-        for split, count in (("train", 20_000_000), ("val", 1_000_000)):
+        for split, count in (("train", 200_000 if args.dry else 20_000_000), ("val", 20_000 if args.dry else 1_000_000)):
             rng.integers(0, 50257, count, dtype=np.uint16).tofile(os.path.join(folder, f"{split}.bin"))
         steps, every = (60, 10) if args.quick else (200, 20)
         overrides = ["model=gpt2-124m", "dataset=bin", f"data_dir={folder}", "context=1024",
@@ -96,8 +96,12 @@ def gpu_case(args) -> dict:
                      f"steps={steps}", f"eval_every={every}", "eval_batches=1", "warmup_steps=10", "axes.seed=[0]",
                      "schedule=cosine", "weight_decay=0.1", "lr=6.0e-4", "tail_steps=0", "checkpoint_every=0",
                      "ema_decay=0"]
+        if args.dry:  # the same loop, settings and measurements at a size a CPU runs in seconds
+            steps, every = 8, 2
+            overrides += ["model=gpt-nano", "context=64", "batch_size=2", "compile=false", "device=cpu",
+                          f"steps={steps}", f"eval_every={every}", "warmup_steps=2", "batch_tokens=512"]
         result = reported_rate("chinchilla", overrides, "tokens_per_s")
-    flops_per_token = flops_per_token_gpt2()
+    flops_per_token = flops_per_token_gpt2() if not args.dry else float("nan")
     rate = median(result["rates"][2:]) if len(result["rates"]) > 3 else result["rate"]  # compile settles late
     mfu = flops_per_token * rate / peak if peak else None
     return {"case": "GPT-2-124M bf16", "device": name, "threads": "", "unit": "tokens/s", "rate": rate,
@@ -124,6 +128,8 @@ def main() -> None:
     parser.add_argument("--no-cpu", action="store_true", help="only the GPU case")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, TFLOP/s (overrides the table)")
     parser.add_argument("--gpt2-batch", type=int, default=16, help="GPT-2-124M micro-batch (sequences of 1024)")
+    parser.add_argument("--dry", action="store_true",
+                        help="the GPU case's loop on the CPU at a tiny size (a check that it runs, no figure)")
     parser.add_argument("--out", help="JSON path (default: bench/results/throughput.json)")
     args = parser.parse_args()
     record = Record("throughput", vars(args))

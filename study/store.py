@@ -547,6 +547,10 @@ class StoreWriter:
                 self.ambiguous.add(key)
             self.by_config.setdefault(key, trial_id)
         self.last_iteration.update({trial_id: last for trial_id, (_, last) in counts.items()})
+        # A dead driver's update files stay (close folds them into trials.parquet); ours come after
+        # them in the order readers apply updates, and never take one of their names.
+        left = [_update_range(posixpath.basename(path)) for path in self.store.trial_update_files()]
+        self.next_update = max((last for _, last in left), default=-1) + 1
         for path in self.store.metric_files():
             trial_id = posixpath.basename(posixpath.dirname(path)).split("=", 1)[1]
             number = int(posixpath.basename(path)[5:11])

@@ -119,21 +119,25 @@ def test_a_crash_between_merge_and_delete_reads_alike(storage):
 def test_a_resumed_writer_reads_a_dead_drivers_updates_and_numbers_after_them(storage):
     store = make_store(storage)
     first = StoreWriter(store, PROVENANCE)
-    first.trial_started("a", {"seed": 0})
-    first.add_result("a", {"loss": 1.0, "training_iteration": 1})
-    first.flush()  # the driver dies here: no trials.parquet, one update file
-    assert not store.has_file("trials.parquet") and len(update_files(store)) == 1
-
+    for trial in ("a", "b"):
+        first.trial_started(trial, {"seed": 0 if trial == "a" else 1})
+        first.add_result(trial, {"loss": 1.0, "training_iteration": 1})
+    first.flush()
+    first.trial_ended("b", "finished")  # the driver dies here: no trials.parquet, two update files
+    assert not store.has_file("trials.parquet") and update_files(store) == ["00000000-00000000.parquet",
+                                                                            "00000001-00000001.parquet"]
     second = StoreWriter(store, PROVENANCE)
     second.load_existing()
     assert second.trials["a"]["status"] == "running" and second.trials["a"]["reports"] == 1
     second.trial_started("a", {"seed": 0})
     second.add_result("a", {"loss": 0.5, "training_iteration": 2})
     second.trial_ended("a", "finished")
-    row = store.read_trials().set_index("trial_id").loc["a"]
-    assert row["status"] == "finished" and row["loss"] == 0.5 and row["restarts"] == 1
+    assert update_files(store)[-1] == "00000002-00000002.parquet"  # after the dead driver's, none overwritten
+    trials = store.read_trials().set_index("trial_id")
+    assert trials.loc["a", "status"] == "finished" and trials.loc["a", "loss"] == 0.5 and trials.loc["a", "restarts"] == 1
+    assert trials.loc["b", "status"] == "finished" and trials.loc["b", "loss"] == 1.0  # only in the dead driver's files
     second.close()
-    assert update_files(store) == [] and store.read_trials().loc[0, "status"] == "finished"
+    assert update_files(store) == [] and store.read_trials()["status"].tolist() == ["finished", "finished"]
 
 
 def test_an_update_column_of_another_type_is_promoted(storage):

@@ -1,6 +1,6 @@
 """A short bfloat16-vs-float32 run at the paper's divergence settings, on one GPU.
 
-    python bench/divergence.py                 # GPT-2-124M, LR 1e-3, fp32 vs bf16 autocast, WD 0 and 0.1
+    python bench/divergence.py                 # GPT-2-124M, LR 1e-3, fp32 vs bf16 autocast, WD 0 and 0.1, 150 steps
     python bench/divergence.py --dry           # the same study on the CPU at a tiny size (a check)
 
 The ``bf16-divergence`` preset (GPT-2-124M, context 1024, AdamW at peak LR 1e-3, warm-up,
@@ -24,7 +24,7 @@ from _common import Record, say, table
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch-tokens", type=int, default=65536, help="tokens per optimiser step")
     parser.add_argument("--dry", action="store_true", help="gpt-nano on the CPU, a few steps: a check that it runs")
     parser.add_argument("--out", help="JSON path (default: bench/results/divergence.json)")

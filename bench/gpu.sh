@@ -53,9 +53,9 @@ if [ -n "$DRY" ]; then
     step divergence 300 "$PYTHON" bench/divergence.py --dry --out "$OUT/gpu-divergence.json"
 else
     step throughput 120 "$PYTHON" bench/throughput.py --no-cpu --out "$OUT/gpu-throughput.json"
-    step packing 270 "$PYTHON" bench/packing.py --quick --device cuda --presets chinchilla-tiny ushape-tiny \
+    step packing 240 "$PYTHON" bench/packing.py --quick --device cuda --presets chinchilla-tiny ushape-tiny \
         --grids 64 --ks 8 64 --repeats 3 --profile 0 --out "$OUT/gpu-packing.json"
-    step divergence 90 "$PYTHON" bench/divergence.py --out "$OUT/gpu-divergence.json"
+    step divergence 120 "$PYTHON" bench/divergence.py --out "$OUT/gpu-divergence.json"
 fi
 echo "gpu.sh: results in $OUT"
 exit "$status"

@@ -60,12 +60,11 @@ def whole_table_writer():
     from study.store import StoreWriter
 
     class WholeTableWriter(StoreWriter):
-        def _write_trials(self) -> None:
-            if not self.dirty or self._lost():
-                return
-            self.store.write_trials([self.trials[trial_id] for trial_id in sorted(self.trials)])
-            self.dirty.clear()
-            self.whole_written = True
+        def _write_trials(self) -> None:  # every change: the whole table, as close writes it
+            if self.dirty:
+                self.dirty.clear()
+                self.whole_written = False
+                self._write_whole_table()
 
     return WholeTableWriter
 

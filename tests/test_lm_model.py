@@ -34,6 +34,18 @@ def test_gpt2_124m_parameter_count_from_shapes():
     assert not any(name.endswith("bias") for name, _ in model.named_parameters())
 
 
+@pytest.mark.parametrize("name, layers, width, expected", [
+    ("gpt-tiny", 4, 128, 4 * 196_864 + 256 * 128 + 64 * 128 + 128),
+    ("gpt-micro", 3, 96, 3 * 110_784 + 256 * 96 + 64 * 96 + 96),
+])
+def test_the_cpu_models_parameter_counts(name, layers, width, expected):
+    # per layer by hand: gpt-tiny 128 + 128*384 + 128*128 + 128 + 2*128*512 = 196,864;
+    # gpt-micro 96 + 96*288 + 96*96 + 96 + 2*96*384 = 110,784 (byte vocabulary 256, context 64)
+    model = GPT(model_config(name, block_size=64, vocab_size=256))
+    assert (model.config.n_layer, model.config.n_embd) == (layers, width)
+    assert model.num_params() == expected
+
+
 def test_flops_per_token_is_palm_estimate():
     model = gpt2_124m()
     n = 124_373_760 - 1024 * 768

@@ -221,7 +221,9 @@ def main(argv=None) -> None:
     j.add_argument("--metric", default="val_loss")
     j.add_argument("--train-metric", default="train_loss")
     j.add_argument("--seeds", type=int, nargs="*")
-    j.add_argument("--store", help="a study store (the CLI's --storage) instead of the design runs")
+    j.add_argument("--store", action="append",
+                   help="a study store (the CLI's --storage) instead of the design runs; repeat it to judge the "
+                        "trials of several stores together (e.g. one run per seed set)")
     j.add_argument("--study", default="chinchilla-tiny")
     j.add_argument("--json", help="write the curves and verdicts here")
     args = parser.parse_args(argv)
@@ -236,7 +238,7 @@ def main(argv=None) -> None:
                   f"[{v['lo']:+.4f}, {v['hi']:+.4f}] n={v['n']}{extra}")
         return
     if args.store:
-        records = store_records(args.store, args.study)
+        records = [r for storage in args.store for r in store_records(storage, args.study)]
     else:
         records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
     records = [r for r in records if (not args.tag or r["tag"] in args.tag)
@@ -244,7 +246,7 @@ def main(argv=None) -> None:
     verdicts = judge(records, args.metric, args.train_metric)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
-            {"source": args.store or str(RESULTS.name), "study": args.study, "metric": args.metric,
+            {"source": ", ".join(args.store) if args.store else str(RESULTS.name), "study": args.study, "metric": args.metric,
              "delta": DELTA, "epsilon": EPSILON, "confidence": CONF, "verdicts": verdicts,
              "trials": records}, indent=1, default=str) + "\n")
     for name, v in verdicts.items():

@@ -18,7 +18,7 @@ from trainables.registry import ConfigError, param
 @dataclass(frozen=True)
 class LMConfig:
     # model and data
-    model: Literal["gpt2-124m", "gpt-tiny", "gpt-nano"] = param("gpt-tiny", help="architecture, see trainables/models/gpt.py")
+    model: Literal["gpt2-124m", "gpt-tiny", "gpt-micro", "gpt-nano"] = param("gpt-tiny", help="architecture, see trainables/models/gpt.py")
     context: int = param(64, gt=0, help="sequence length in tokens (the model's block size)")
     dataset: Literal["shakespeare", "bin"] = param("shakespeare", help="embedded byte-level corpus, or nanoGPT train.bin/val.bin in data_dir")
     data_dir: str = param("", help="absolute path of a folder with train.bin and val.bin (dataset: bin)")

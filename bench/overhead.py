@@ -1,38 +1,40 @@
-"""Overhead benchmark: the same training run bare (plain Python) and as a one-trial study.
+"""Overhead benchmark: the same ~60 s training run bare (plain Python) and as a one-trial study.
 
-    python bench/overhead.py            # tiny GPT and tiny CNN, two run lengths, 2 interleaved repeats
-    python bench/overhead.py --quick    # shorter runs, one repeat (a few minutes)
+    python bench/overhead.py            # tiny GPT and tiny CNN, a 60 s run each, 3 interleaved repeats
+    python bench/overhead.py --quick    # a 20 s run each, one repeat (a few minutes)
+    python bench/overhead.py --lengths 100 300 --ray-task   # fixed lengths, and the Ray-task case
 
-Each case trains the same config twice over: **bare**, the trainable's own ``run(config,
-session)`` called in this process with a session that timestamps every report (no Ray, no
-store), and **study**, a one-trial study of the same config through ``study.launch`` (a Ray
-worker, the store callback, checkpoints as the spec says). Both hold one thread
-(``threads=1``; the study's trial holds one CPU). Ray is started once, timed on its own.
+Each case trains the same config as **bare**, a fresh Python process that runs the trainable's
+own ``run(config, session)`` with a session that timestamps every report (no Ray, no store:
+what ``python train.py`` costs, interpreter start and imports included), and as **study**, a
+one-trial study of the same config through ``study.launch`` from this driver (a Ray worker,
+the store callback, checkpoints as the spec says; Ray already running, as on a cluster or for
+a driver's second launch). Both hold one thread (``threads=1``; the trial holds one CPU).
 
-What is reported, separately:
+The length of each case is calibrated so that its bare run lasts ``--target-trial-s`` (60 s):
+a short bare run measures the seconds per step (per epoch), and the length is the target over
+it (``--lengths`` fixes lengths instead). What is reported:
 
-- **per-step: Ray task**: the bare run inside a plain Ray task of one CPU (a Ray worker
-  process, no Tune, no store), to tell the Ray worker's own cost from Tune's.
-- **per-step overhead**: the training time per step inside the trial, between its first
-  and its last report (bare: our timestamps; study: Ray's ``time_total_s`` of the stored
-  metric rows), study over bare minus 1. This is what a long trial pays on every step
-  (reporting through Ray, the store callback, checkpoints), free of the fixed costs.
-- **fixed cost**: Ray's start (once per driver), and per launch the set-up (launch called
-  → the trial's ``started_at`` in ``trials.parquet``: driver lock, provenance, the store,
-  Tune's start, the worker's spawn and imports) and the rest (launch wall − set-up −
-  the trial's own ``time_total_s``: the end of the trial, the store's last flush, Tune's
-  shutdown). Also the fit ``wall = fixed + steps × per_step`` over the two run lengths, per
-  mode.
-- the overhead a trial of ``--target-trial-s`` (60 s) pays: per-step overhead, plus the
-  fixed launch cost spread over it.
+- **whole run** (the target): the study's launch wall (launch called → returned) over the bare
+  process's wall (spawned → exited), minus 1: median and min–max over the repeats. Ray's own
+  start, paid once per driver, is timed apart and shown as what it adds to one such launch.
+- where the study's extra time goes: the launch set-up (launch called → the trial's
+  ``started_at``: driver lock, provenance, the store, Tune's start, the trial's actor and its
+  worker), against the bare process's start-up (spawned → ``run`` called: interpreter, imports,
+  spec); the trial's start excess (``started_at`` → its first report, less the bare run's own
+  time from ``run`` to its first report); the end (last report → launch returned);
+- **per-step overhead**: the median seconds per step between reports (bare: our timestamps;
+  study: Ray's ``time_total_s`` in the stored metric rows), study over bare minus 1: what a
+  long trial pays on every step;
+- with ``--ray-task``: the bare run inside a plain Ray task of one CPU (a Ray worker, no Tune,
+  no store), to tell the Ray worker's own per-step cost from Tune's.
 
 Cases alternate within each repeat (bare, study, bare, study, ...), so both see the same
 machine load; the machine is shared, so only the ratios mean something. Ray runs its
 workers at niceness 15 (``RAY_worker_niceness``), so on a machine shared with other work a
-trial gets less CPU than a plain process: the bare case therefore runs in a child process
-at the same niceness (``--bare-nice``, default: Ray's), so that the comparison measures the
-framework and not the scheduler's priorities. ``--bare-nice 0`` measures the user's view on
-a shared machine (priority included).
+trial gets less CPU than a plain process: the bare case therefore runs at the same niceness
+(``--bare-nice``, default: Ray's), so that the comparison measures the framework and not the
+scheduler's priorities. ``--bare-nice 0`` measures the user's view on a shared machine.
 """
 
 from __future__ import annotations
@@ -52,12 +54,13 @@ from _common import Record, median, say, table
 # model: (preset, overrides that keep every measurement of the preset but switch off the
 # periodic extras that would make a short run mostly extras, the length key, its values)
 CASES = {
-    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "schedule=cosine", "weight_decay=0.3", "eval_every=25",
-                                     "warmup_steps=10"], "steps", {"full": [200, 600], "quick": [100, 300]}),
+    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "schedule=cosine", "weight_decay=0.3", "eval_every=50",
+                                     "warmup_steps=10", "tail_steps=0"], "steps", 100),
     "tiny CNN": ("ushape-tiny", ["axes.seed=[0]", "lr=0.1", "weight_decay=0.001", "eval_every=1", "hessian_every=0",
-                                 "finetune_every=0", "decay_epoch=0", "schedule=constant"], "epochs",
-                 {"full": [3, 8], "quick": [2, 4]}),
+                                 "finetune_every=0", "decay_epoch=0", "schedule=constant"], "epochs", 3),
 }
+# (preset, overrides that keep every measurement of the preset but switch off the periodic
+# extras that would make a short run mostly extras, the length key, the calibration length)
 
 
 class TimedSession:
@@ -109,15 +112,18 @@ def run_bare(case: str, length: int) -> dict:
     assert session.inner.status == "finished", session.inner.status
     if len(steps) < 2:
         raise RuntimeError(f"{case}: {length} gives fewer than 2 reports; lengthen the run")
-    return {"wall_s": wall, "train_s": session.times[-1] - start, "per_step_s": per_step(steps, session.times),
-            "steps": steps[-1], "reports": len(steps)}
+    return {"wall_s": wall, "train_s": session.times[-1] - start, "first_report_s": session.times[0] - start,
+            "per_step_s": per_step(steps, session.times), "steps": steps[-1], "reports": len(steps)}
 
 
 def run_bare_niced(case: str, length: int, nice: int) -> dict:
-    """``run_bare`` in a fresh child process at niceness ``nice`` (a Ray worker's, by default)."""
+    """``run_bare`` in a fresh child process at niceness ``nice`` (a Ray worker's, by default);
+    ``process_s``: the process's wall, spawned → exited (interpreter start and imports included)."""
+    start = time.perf_counter()
     out = subprocess.run([sys.executable, __file__, "--bare-child", case, str(length), str(nice)], check=True,
                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    process = time.perf_counter() - start
+    return {**json.loads(out.stdout.strip().splitlines()[-1]), "process_s": process}
 
 
 def bare_child(case: str, length: str, nice: str) -> None:
@@ -160,40 +166,90 @@ def run_study(case: str, length: int, root: str, name: str) -> dict:
     trial_s = float(metrics["time_total_s"].iloc[-1])
     shutil.rmtree(result.store.root, ignore_errors=True)
     return {"wall_s": wall, "train_s": trial_s, "setup_s": setup, "rest_s": wall - setup - trial_s,
+            "first_report_s": float(metrics["time_total_s"].iloc[0]),
             "per_step_s": per_step(metrics["step"].tolist(), metrics["time_total_s"].tolist()),
             "steps": int(metrics["step"].iloc[-1]), "reports": len(metrics)}
 
 
-def fit(points: list[tuple[float, float]]) -> tuple[float, float]:
-    """Least squares ``wall = fixed + steps * per_step`` (two lengths: the line through them)."""
-    import numpy as np
+def summarise(case: str, length: int, mine: list[dict], ray_start_s: float) -> dict:
+    """One case at one length over its repeats: the whole-run ratio and where its time goes."""
+    pairs = [(b, st) for b in mine if b["mode"] == "bare" for st in mine
+             if st["mode"] == "study" and st["repeat"] == b["repeat"]]
+    whole = [st["wall_s"] / b["process_s"] - 1 for b, st in pairs]
+    tasks = {r["repeat"]: r for r in mine if r["mode"] == "ray task"}
+    row = {
+        "case": case, "length": f"{length} {CASES[case][2]}", "repeats": len(pairs),
+        "bare process s": median(b["process_s"] for b, _ in pairs),
+        "study launch s": median(st["wall_s"] for _, st in pairs),
+        "whole run (median)": median(whole), "whole run (min-max)": [min(whole), max(whole)],
+        "with Ray's start": median(whole) + ray_start_s / median(b["process_s"] for b, _ in pairs),
+        "launch set-up s": median(st["setup_s"] for _, st in pairs),
+        "trial start excess s": median(st["first_report_s"] - b["first_report_s"] for b, st in pairs),
+        "bare start-up s": median(b["process_s"] - b["wall_s"] for b, _ in pairs),
+        "launch end s": median(st["rest_s"] for _, st in pairs),
+        "per-step overhead": median(st["per_step_s"] / b["per_step_s"] - 1 for b, st in pairs),
+    }
+    if tasks:
+        row["per-step: Ray task"] = median(tasks[b["repeat"]]["per_step_s"] / b["per_step_s"] - 1
+                                           for b, _ in pairs if b["repeat"] in tasks)
+    row["target: whole run ≤ 5 %"] = "met" if row["whole run (median)"] <= 0.05 else "missed"
+    return row
 
-    steps, walls = np.array(points, dtype=float).T
-    slope, intercept = np.polyfit(steps, walls, 1)
-    return float(intercept), float(slope)
+
+def resummarise(path: str) -> None:
+    """Recompute ``summary`` of a recorded JSON from its ``runs`` (the numbers stay those measured)."""
+    with open(path) as f:
+        data = json.load(f)
+    data["summary"] = [summarise(case, length, [r for r in data["runs"] if (r["case"], r["length"]) == (case, length)],
+                                 data["ray_start_s"])
+                       for case in data["cases"] for length in data["cases"][case]["lengths"]]
+    with open(path, "w") as f:
+        f.write(json.dumps(data, indent=2) + "\n")
+    say(table(data["summary"]))
+
+
+def calibrated_length(case: str, target_s: float, nice: int) -> tuple[int, float]:
+    """The length (steps, epochs) whose bare run lasts ``target_s``, from a short bare run."""
+    calibration = run_bare_niced(case, CASES[case][3], nice)
+    seconds_per_unit = calibration["per_step_s"] * (calibration["steps"] / CASES[case][3])
+    return max(2, round(target_s / seconds_per_unit)), seconds_per_unit
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--quick", action="store_true", help="shorter runs, one repeat")
-    parser.add_argument("--lengths", type=int, nargs=2, metavar=("SHORT", "LONG"),
-                        help="the two run lengths (steps or epochs) of every case, instead of the built-in ones")
-    parser.add_argument("--target-trial-s", type=float, default=60.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="a 20 s run, one repeat")
+    parser.add_argument("--lengths", type=int, nargs="+", metavar="LENGTH",
+                        help="run lengths (steps or epochs) of every case, instead of calibrating one")
+    parser.add_argument("--target-trial-s", type=float, default=60.0, help="the bare run's length in seconds")
+    parser.add_argument("--ray-task", action="store_true", help="also run the bare run in a plain Ray task")
+    parser.add_argument("--no-preload", action="store_true",
+                        help="Ray workers without the setup hook that imports torch and the trainables")
     parser.add_argument("--out", help="JSON path (default: bench/results/overhead.json)")
     parser.add_argument("--bare-nice", type=int, default=int(os.environ.get("RAY_worker_niceness", 15)),
                         help="niceness of the bare runs (default: Ray's worker niceness, 15)")
     parser.add_argument("--bare-child", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--summarise", metavar="JSON", help="recompute the summary of a recorded run in place")
     args = parser.parse_args()
     if args.bare_child:
         return bare_child(*args.bare_child)
+    if args.summarise:
+        return resummarise(args.summarise)
     if args.quick:
-        args.repeats = 1
+        args.repeats, args.target_trial_s = 1, 20.0
     record = Record("overhead", vars(args))
-    record["cases"] = {c: {"preset": CASES[c][0], "overrides": CASES[c][1], "length_key": CASES[c][2],
-                           "lengths": args.lengths or CASES[c][3]["quick" if args.quick else "full"]}
-                       for c in args.cases}
+    record["cases"] = {}
+    for case in args.cases:
+        entry = {"preset": CASES[case][0], "overrides": CASES[case][1], "length_key": CASES[case][2]}
+        if args.lengths:
+            entry["lengths"] = args.lengths
+        else:
+            length, per_unit = calibrated_length(case, args.target_trial_s, args.bare_nice)
+            entry.update(lengths=[length], calibration_s_per_unit=per_unit)
+            say(f"{case}: {per_unit:.4g} s per {CASES[case][2][:-1]} bare → {length} {CASES[case][2]} "
+                f"for {args.target_trial_s:.0f} s")
+        record["cases"][case] = entry
 
     import ray
     import torch
@@ -202,7 +258,7 @@ def main() -> None:
 
     torch.set_num_threads(1)
     start = time.perf_counter()
-    ensure_ray()
+    ensure_ray(preload=not args.no_preload)
     record["ray_start_s"] = time.perf_counter() - start
     say(f"Ray started in {record['ray_start_s']:.1f} s")
     root = tempfile.mkdtemp(prefix="bench-overhead-")
@@ -211,43 +267,26 @@ def main() -> None:
         for repeat in range(args.repeats):
             for case in args.cases:
                 for length in record["cases"][case]["lengths"]:
-                    bare = run_bare_niced(case, length, args.bare_nice)
-                    task = run_in_ray_task(case, length)
-                    study = run_study(case, length, root, f"overhead-{repeat}-{length}")
-                    for mode, numbers in (("bare", bare), ("ray task", task), ("study", study)):
-                        runs.append({"case": case, "length": length, "repeat": repeat, "mode": mode, **numbers})
-                    say(f"  {case} {length} {CASES[case][2]}: bare {bare['wall_s']:.1f} s, study {study['wall_s']:.1f} s "
-                        f"(per step: Ray task {task['per_step_s'] / bare['per_step_s'] - 1:+.1%}, "
-                        f"study {study['per_step_s'] / bare['per_step_s'] - 1:+.1%})")
+                    numbers = {"bare": run_bare_niced(case, length, args.bare_nice)}
+                    if args.ray_task:
+                        numbers["ray task"] = run_in_ray_task(case, length)
+                    numbers["study"] = run_study(case, length, root, f"overhead-{repeat}-{length}")
+                    for mode, values in numbers.items():
+                        runs.append({"case": case, "length": length, "repeat": repeat, "mode": mode, **values})
+                    bare, study = numbers["bare"], numbers["study"]
+                    say(f"  repeat {repeat + 1}/{args.repeats} {case} {length} {CASES[case][2]}: bare process "
+                        f"{bare['process_s']:.1f} s, study launch {study['wall_s']:.1f} s "
+                        f"(whole run {study['wall_s'] / bare['process_s'] - 1:+.1%}, "
+                        f"per step {study['per_step_s'] / bare['per_step_s'] - 1:+.1%})")
         start = time.perf_counter()
         ray.shutdown()
         record["ray_stop_s"] = time.perf_counter() - start
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
-    rows = []
-    for case in args.cases:
-        mine = [r for r in runs if r["case"] == case]
-        def ratios(mode):
-            return [s["per_step_s"] / b["per_step_s"] - 1 for b in mine if b["mode"] == "bare"
-                    for s in mine if s["mode"] == mode and (s["length"], s["repeat"]) == (b["length"], b["repeat"])]
-
-        fixed_bare, slope_bare = fit([(r["steps"], r["wall_s"]) for r in mine if r["mode"] == "bare"])
-        fixed_study, slope_study = fit([(r["steps"], r["wall_s"]) for r in mine if r["mode"] == "study"])
-        studies = [r for r in mine if r["mode"] == "study"]
-        launch_fixed = median(r["setup_s"] + r["rest_s"] for r in studies)
-        per_step_overhead = median(ratios("study"))
-        rows.append({
-            "case": case, "bare s/step": median(r["per_step_s"] for r in mine if r["mode"] == "bare"),
-            "study s/step": median(r["per_step_s"] for r in studies),
-            "per-step: Ray task": median(ratios("ray task")),
-            "per-step overhead": per_step_overhead,
-            "slope ratio (fit)": slope_study / slope_bare - 1,
-            "launch set-up s": median(r["setup_s"] for r in studies),
-            "launch end s": median(r["rest_s"] for r in studies),
-            "fixed (fit) s": fixed_study - fixed_bare,
-            f"overhead of a {args.target_trial_s:.0f} s trial": per_step_overhead + launch_fixed / args.target_trial_s,
-            "target per-step <= 3%": "met" if per_step_overhead <= 0.03 else "missed"})
+    rows = [summarise(case, length, [r for r in runs if (r["case"], r["length"]) == (case, length)],
+                      record["ray_start_s"])
+            for case in args.cases for length in record["cases"][case]["lengths"]]
     record["runs"], record["summary"] = runs, rows
     say(f"Ray start (once per driver): {record['ray_start_s']:.1f} s")
     say(table(rows))

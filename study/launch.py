@@ -77,8 +77,19 @@ class EndedTrials:
         return trial_id in self.ids or (bool(self.keys) and config_key(config) in self.keys)
 
 
-def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to a cluster (``address`` or ``RAY_ADDRESS``) or start Ray on this machine."""
+PRELOAD_HOOK = "trainables.ray_entry.preload"
+
+
+def worker_runtime_env() -> dict:
+    """The runtime environment of our Ray jobs: workers preload torch and the trainables."""
+    return {"worker_process_setup_hook": PRELOAD_HOOK}
+
+
+def ensure_ray(address: str | None = None, num_cpus: int | None = None, preload: bool = True) -> None:
+    """Connect to a cluster (``address`` or ``RAY_ADDRESS``) or start Ray on this machine.
+
+    ``preload``: the job's workers import torch and the trainables when they start
+    (``trainables.ray_entry.preload``, Ray's ``worker_process_setup_hook``), not in a trial."""
     import ray
 
     if ray.is_initialized():
@@ -87,11 +98,12 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     # Our progress line replaces Tune's console output (its newer output engine
     # ignores verbose=0 for the experiment banner).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    runtime_env = worker_runtime_env() if preload else None
     if address:
-        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING)
+        ray.init(address=address, log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env)
     else:  # "local": a private instance, never another user's cluster on this machine
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
-                 log_to_driver=False, logging_level=logging.WARNING)
+                 log_to_driver=False, logging_level=logging.WARNING, runtime_env=runtime_env)
 
 
 @contextlib.contextmanager

@@ -26,9 +26,11 @@ def ray_session():
     """One local Ray instance for the whole test session (2 CPUs, no dashboard, short temp dir)."""
     import ray
 
+    from study.launch import worker_runtime_env
+
     temp_dir = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short: Ray's socket paths have a length limit
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, _temp_dir=temp_dir,
-             configure_logging=False)
+             configure_logging=False, runtime_env=worker_runtime_env())  # the workers a launch would have
     yield ray
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)

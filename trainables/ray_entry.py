@@ -8,6 +8,16 @@ from trainables.registry import get_trainable
 from trainables.session import OutputSink, RaySession, captured_output
 
 
+def preload() -> None:
+    """Import torch and every registered trainable's training code: the Ray workers' setup hook
+    (``study.launch.ensure_ray``), so that a worker pays these imports (≈1–3 s) when it starts,
+    idle, rather than inside the first trial it runs."""
+    from trainables import PACKED, TRAINABLES
+
+    for info in [*TRAINABLES.values(), *PACKED.values()]:
+        info.run_function()
+
+
 def _trial_cpus() -> int:
     from ray import tune
 

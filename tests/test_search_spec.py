@@ -51,6 +51,8 @@ BAD_SEARCH_SPECS = [
     ("unknown scheduler option", edit("grace_period: 3", "grace: 3"), "scheduler.asha.grace: unknown option"),
     ("grace period beyond max_t", edit("grace_period: 3", "grace_period: 30"), "scheduler.asha.grace_period: 30 > max_t 27"),
     ("reduction factor 1", edit("reduction_factor: 3", "reduction_factor: 1"), "scheduler.asha.reduction_factor: must be > 1"),
+    ("scheduler metric not reported", edit("grace_period: 3", "metric: ema_loss, grace_period: 3"),
+     "scheduler.asha.metric: 'ema_loss' is not reported by trainable probe"),
     ("time_attr never reported", edit("grace_period: 3", "grace_period: 3, time_attr: epoch"),
      "scheduler.asha.time_attr: 'epoch' is not reported by trainable probe"),
     ("asha without a length", edit("grace_period: 3", "grace_period: 3, time_attr: weight_norm"),
@@ -121,6 +123,35 @@ def test_a_search_spec_parses_resolves_and_round_trips(tmp_path):
     assert stored["axes"] == {"weight_decay": [0.0, 0.1], "lr": {"loguniform": [0.01, 3.0]}}
     again = parse_spec(yaml.safe_load(yaml.safe_dump(stored)), "spec.yaml")  # what resume reads back
     assert again.to_dict() == stored and again.ranges == spec.ranges and again.scheduler == spec.scheduler
+
+
+def test_a_scheduler_may_compare_trials_on_a_metric_of_its_own():
+    spec = parse_spec(yaml.safe_load(edit("grace_period: 3", "metric: weight_norm, grace_period: 3")), "spec.yaml")
+    assert spec.metric == "loss" and spec.scheduler["asha"]["metric"] == "weight_norm"
+    again = parse_spec(yaml.safe_load(yaml.safe_dump(spec.to_dict())), "spec.yaml")
+    assert again.scheduler == spec.scheduler
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.search.tune import PerGridPointScheduler, _StoredTrial
+
+    def third_trial_action(scheduler_metric):
+        # ASHA, 1 bracket, rung at step 1, keeps the best third: trial c is the best of three on the
+        # loss and the worst on the weight norm
+        options = {"time_attr": "step", "max_t": 9, "grace_period": 1, "reduction_factor": 3, "brackets": 1,
+                   "stop_last_trials": True, **({"metric": scheduler_metric} if scheduler_metric else {})}
+        scheduler = PerGridPointScheduler("asha", options, "loss", "min")
+        results = {"a": {"step": 1, "loss": 0.1, "weight_norm": 9.0}, "b": {"step": 1, "loss": 0.5, "weight_norm": 1.0},
+                   "c": {"step": 1, "loss": 0.05, "weight_norm": 9.0}}
+        actions = {}
+        for name, result in results.items():
+            trial = _StoredTrial(name, {})
+            scheduler.on_trial_add(None, trial)
+            actions[name] = scheduler.on_trial_result(None, trial, result)
+        return scheduler.objective, actions["c"]
+
+    assert third_trial_action(None) == ("loss", TrialScheduler.CONTINUE)
+    assert third_trial_action("weight_norm") == ("weight_norm", TrialScheduler.STOP)
 
 
 def test_defaults_of_the_schedulers():

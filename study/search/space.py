@@ -164,8 +164,8 @@ def trial_length(time_attr: str, config_class: type, config: Mapping, axes: Mapp
     return fields[field].default
 
 
-ASHA_OPTIONS = ("time_attr", "max_t", "grace_period", "reduction_factor", "brackets", "stop_last_trials")
-MEDIAN_OPTIONS = ("time_attr", "grace_period", "min_samples_required", "min_time_slice")
+ASHA_OPTIONS = ("metric", "time_attr", "max_t", "grace_period", "reduction_factor", "brackets", "stop_last_trials")
+MEDIAN_OPTIONS = ("metric", "time_attr", "grace_period", "min_samples_required", "min_time_slice")
 
 
 def parse_scheduler(value: Any, *, info, config_class: type, config: Mapping, axes: Mapping, ranges: Mapping,
@@ -180,6 +180,11 @@ def parse_scheduler(value: Any, *, info, config_class: type, config: Mapping, ax
     Median (``MedianStoppingRule``): ``time_attr``, ``grace_period`` (default: a quarter of
     the trial's length), ``min_samples_required`` (3), ``min_time_slice`` (default: never
     pause a trial; Ray's 0 would pause trials that cannot yet be compared).
+    Both: ``metric``, the reported metric the scheduler compares trials on, in the study's
+    mode (default: the study's metric). Under a cosine schedule the loss mid-run ranks LRs
+    otherwise than the final loss does; a metric that predicts the final one earlier (e.g. the
+    LM's ``ema_val_loss``, of a parameter average) makes early stopping decide on it, while the
+    search still optimises the study's metric. Given only when set.
     """
     if value is None or value == "none":
         return None
@@ -205,6 +210,12 @@ def parse_scheduler(value: Any, *, info, config_class: type, config: Mapping, ax
         return v
 
     reported = set(info.metrics)
+    resolved: dict[str, Any] = {}
+    if "metric" in options:
+        if not isinstance(options["metric"], str) or options["metric"] not in reported:
+            raise fail(f"scheduler.{name}.metric", f"{options['metric']!r} is not reported by trainable {info.name}; "
+                       f"use one of {', '.join(info.metrics)}")
+        resolved["metric"] = options["metric"]
     default_attr = next((attr for attr, field in LENGTH_FIELDS.items()
                          if attr in reported and trial_length(attr, config_class, config, axes, ranges)),
                         "training_iteration")
@@ -213,7 +224,7 @@ def parse_scheduler(value: Any, *, info, config_class: type, config: Mapping, ax
         raise fail(f"scheduler.{name}.time_attr", f"{time_attr!r} is not reported by trainable {info.name}; use "
                    f"{', '.join(RAY_TIME_KEYS)} or one of {', '.join(info.metrics)}")
     length = trial_length(time_attr, config_class, config, axes, ranges)
-    resolved: dict[str, Any] = {"time_attr": time_attr}
+    resolved["time_attr"] = time_attr
     if name == "asha":
         rf = number("reduction_factor", above=1) if "reduction_factor" in options else 4
         if "max_t" in options:

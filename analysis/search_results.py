@@ -195,6 +195,41 @@ def grid_baseline(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequ
     return pd.DataFrame(rows)
 
 
+def seeded_target(trials: pd.DataFrame, metric: str, mode: str = "min", axes: Sequence[str] = ("lr", "weight_decay"),
+                  *, seed: str = "seed") -> dict:
+    """The target of a search benchmark from a grid run over several seeds: the grid point whose
+    final ``metric`` is best **on average over its seeds** (the minimum of single-seed values is
+    biased towards a lucky seed), and the threshold a search must reach, that mean plus (for
+    ``min``; minus for ``max``) the point's standard deviation over its seeds (one seed's noise:
+    a search trial is one seed too).
+
+    A grid point counts only when every one of its seeds finished: a seed that diverged, failed or
+    was stopped leaves it out. Returns ``point`` (axis → value), ``mean``, ``sd`` (sample, ddof 1),
+    ``seeds``, ``target``, ``points`` (every eligible point with its mean, sd and seeds, best
+    first) and ``within`` (how many eligible points have a mean at or better than the target).
+    """
+    cols = [column(a) for a in axes]
+    seeds = column(seed)
+    done = trials[trials["status"] == "finished"].assign(_value=as_floats(trials.loc[trials["status"] == "finished", metric]))
+    per_point = trials.groupby(cols, observed=True)[seeds].nunique().rename("_seeds")
+    stats = (done[np.isfinite(done["_value"])].groupby(cols, observed=True)["_value"]
+             .agg(mean="mean", sd=lambda v: float(np.std(v, ddof=1)) if len(v) > 1 else math.nan, seeds="count"))
+    stats = stats.join(per_point)
+    stats = stats[(stats["seeds"] == stats["_seeds"]) & (stats["seeds"] >= 2)].drop(columns="_seeds")
+    if stats.empty:
+        raise ValueError(f"no grid point has every seed finished with a {metric}: no target")
+    stats = stats.sort_values("mean", ascending=(mode == "min"))
+    best = stats.iloc[0]
+    target = best["mean"] + best["sd"] if mode == "min" else best["mean"] - best["sd"]
+    within_target = int((stats["mean"] <= target).sum() if mode == "min" else (stats["mean"] >= target).sum())
+    point = dict(zip(axes, stats.index[0] if isinstance(stats.index[0], tuple) else (stats.index[0],)))
+    points = [{**dict(zip(axes, k if isinstance(k, tuple) else (k,))), "mean": float(r["mean"]), "sd": float(r["sd"]),
+               "seeds": int(r["seeds"])} for k, r in stats.iterrows()]
+    return {"point": {a: (v.item() if hasattr(v, "item") else v) for a, v in point.items()}, "mean": float(best["mean"]),
+            "sd": float(best["sd"]), "seeds": int(best["seeds"]), "target": float(target), "points": points,
+            "within": within_target}
+
+
 def best_per_point(trials: pd.DataFrame, metric: str, mode: str = "min", by: Sequence[str] = (),
                    axis: str = "lr", *, seed: str = "seed", confidence: float = CONFIDENCE) -> pd.DataFrame:
     """The best ``axis`` value (e.g. the best LR) per grid point, with its spread over seeds.

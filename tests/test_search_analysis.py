@@ -209,3 +209,24 @@ def test_a_searched_choice_axis_keeps_its_order():
                                           "lr": {"loguniform": [0.01, 1.0]}}})
     assert list(typed["config/schedule"].cat.categories) == ["cosine", "constant"]
     assert typed["config/lr"].dtype == float
+
+
+def test_the_seeded_target_is_the_best_mean_over_seeds_plus_its_seed_sd():
+    from analysis.search_results import seeded_target
+
+    rows = []
+    # point (0.1, 0): seeds 1.0, 1.2, 1.4 -> mean 1.2, sd 0.2; point (0.3, 0): 0.9 (lucky), 1.5, 1.5 -> mean 1.3;
+    # point (1.0, 0): one seed diverged -> not eligible, although its finished seeds are the lowest
+    for lr, values in ((0.1, [1.0, 1.2, 1.4]), (0.3, [0.9, 1.5, 1.5]), (1.0, [0.5, 0.5, None])):
+        for seed, value in enumerate(values):
+            rows.append({"trial_id": f"{lr}-{seed}", "config/lr": lr, "config/weight_decay": 0.0, "config/seed": seed,
+                         "status": "finished" if value is not None else "diverged", "val_loss": value})
+    target = seeded_target(pd.DataFrame(rows), "val_loss")
+    assert target["point"] == {"lr": 0.1, "weight_decay": 0.0}
+    assert target["mean"] == pytest.approx(1.2) and target["sd"] == pytest.approx(0.2) and target["seeds"] == 3
+    assert target["target"] == pytest.approx(1.4)
+    assert [p["lr"] for p in target["points"]] == [0.1, 0.3] and target["within"] == 2  # 1.3 <= 1.4
+    maximised = seeded_target(pd.DataFrame(rows), "val_loss", "max")
+    assert maximised["point"]["lr"] == 0.3 and maximised["target"] == pytest.approx(1.3 - np.std([0.9, 1.5, 1.5], ddof=1))
+    with pytest.raises(ValueError, match="no grid point"):
+        seeded_target(pd.DataFrame(rows[:1]), "val_loss")

@@ -10,8 +10,8 @@ from trainables.session import OutputSink, RaySession, captured_output
 
 def preload() -> None:
     """Import torch and every registered trainable's training code: the Ray workers' setup hook
-    (``study.launch.ensure_ray``), so that a worker pays these imports (≈1–3 s) when it starts,
-    idle, rather than inside the first trial it runs."""
+    (``study.launch.ensure_ray``), so that a worker pays these imports (≈4 s on a 2-core VM) when
+    it starts, not inside a trial (bench/README.md, section overhead)."""
     from trainables import PACKED, TRAINABLES
 
     for info in [*TRAINABLES.values(), *PACKED.values()]:

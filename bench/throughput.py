@@ -1,12 +1,13 @@
 """Throughput benchmark: training tokens/s and samples/s of the trainables' own loops, and MFU on a GPU.
 
-    python bench/throughput.py            # CPU cases; on a CUDA machine also GPT-2-124M in bf16
-    python bench/throughput.py --quick    # fewer steps (a few minutes on 2 shared CPUs)
+    python bench/throughput.py            # CPU cases, 3 interleaved repeats; on CUDA also GPT-2-124M in bf16
+    python bench/throughput.py --quick    # fewer steps, one repeat (a few minutes on 2 shared CPUs)
     python bench/throughput.py --peak-tflops 989   # a card that is not in the peak table
 
 Every case runs a trainable's ``run(config, session)`` from plain Python (no Ray) and reads
 the throughput it reports itself, from the report intervals after the first (the first pays
-the warm-up: allocations, caches, ``torch.compile``):
+the warm-up: allocations, caches, ``torch.compile``). The CPU cases run ``--repeats`` times (3),
+interleaved, and each row gives the median rate of the repeats and their min–max:
 
 - **tiny GPT** (``chinchilla-tiny``'s model: 4 layers, width 128, context 64, batch 16, AdamW)
   on the CPU: ``tokens_per_s``, with 1 thread and with every usable core;
@@ -60,18 +61,28 @@ def reported_rate(preset: str, overrides: list[str], metric: str) -> dict:
 
 
 def cpu_cases(args) -> list[dict]:
+    """Every CPU case ``--repeats`` times, the cases interleaved within each repeat (so that all
+    see the same machine load); a row per case: the median rate and its min–max."""
     cores = len(os.sched_getaffinity(0))
+    runs = []
+    for repeat in range(args.repeats):
+        for threads in sorted({1, cores}):
+            for name, (preset, overrides, metric, unit, key, lengths) in CPU_CASES.items():
+                length, every = lengths["quick" if args.quick else "full"]
+                extra = [f"{key}={length}", f"threads={threads}", "device=cpu"]
+                if key == "steps":
+                    extra.append(f"eval_every={every}")
+                result = reported_rate(preset, [*overrides, *extra], metric)
+                runs.append({"case": name, "threads": threads, "unit": unit, "repeat": repeat, "rate": result["rate"],
+                             "reports used": len(result["rates"]) - 1})
+                say(f"  repeat {repeat + 1}/{args.repeats} {name}, {threads} thread(s): {result['rate']:.4g} {unit}")
     rows = []
     for threads in sorted({1, cores}):
-        for name, (preset, overrides, metric, unit, key, lengths) in CPU_CASES.items():
-            length, every = lengths["quick" if args.quick else "full"]
-            extra = [f"{key}={length}", f"threads={threads}", "device=cpu"]
-            if key == "steps":
-                extra.append(f"eval_every={every}")
-            result = reported_rate(preset, [*overrides, *extra], metric)
-            rows.append({"case": name, "device": "cpu", "threads": threads, "unit": unit, "rate": result["rate"],
-                         "reports used": len(result["rates"]) - 1, "MFU": "", "note": ""})
-            say(f"  {name}, {threads} thread(s): {result['rate']:.4g} {unit}")
+        for name, (_, _, _, unit, _, _) in CPU_CASES.items():
+            rates = [r["rate"] for r in runs if (r["case"], r["threads"]) == (name, threads)]
+            rows.append({"case": name, "device": "cpu", "threads": threads, "unit": unit, "rate": median(rates),
+                         "rate min-max": [min(rates), max(rates)], "repeats": len(rates), "MFU": "", "note": ""})
+    args.cpu_runs = runs
     return rows
 
 
@@ -124,7 +135,8 @@ def flops_per_token_gpt2() -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer steps")
+    parser.add_argument("--quick", action="store_true", help="fewer steps, one repeat")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of every CPU case, interleaved (default 3)")
     parser.add_argument("--no-cpu", action="store_true", help="only the GPU case")
     parser.add_argument("--peak-tflops", type=float, help="the card's dense bf16 peak, TFLOP/s (overrides the table)")
     parser.add_argument("--gpt2-batch", type=int, default=16, help="GPT-2-124M micro-batch (sequences of 1024)")
@@ -132,8 +144,11 @@ def main() -> None:
                         help="the GPU case's loop on the CPU at a tiny size (a check that it runs, no figure)")
     parser.add_argument("--out", help="JSON path (default: bench/results/throughput.json)")
     args = parser.parse_args()
-    record = Record("throughput", vars(args))
+    if args.quick:
+        args.repeats = 1
+    record = Record("throughput", dict(vars(args)))
     rows = [] if args.no_cpu else cpu_cases(args)
+    record["cpu_runs"] = getattr(args, "cpu_runs", [])
     gpu = gpu_case(args)
     if isinstance(gpu.get("note"), str) and gpu["note"].startswith("skipped"):
         say(f"  GPT-2-124M bf16 MFU case {gpu['note']}")

@@ -51,8 +51,6 @@ import time
 
 from _common import Record, median, say, table
 
-# model: (preset, overrides that keep every measurement of the preset but switch off the
-# periodic extras that would make a short run mostly extras, the length key, its values)
 CASES = {
     "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "schedule=cosine", "weight_decay=0.3", "eval_every=50",
                                      "warmup_steps=10", "tail_steps=0"], "steps", 100),

@@ -86,8 +86,8 @@ TASKS = {
         "unit": "steps",  # compute is counted in optimiser steps (62 per epoch)
     },
 }
-# The same vision task judged on the test loss: 4,000 test signals give the test error a binomial
-# standard error (~0.3 points at 3.5 %) four times the 2 % tolerance (0.07 points); the loss is smoother.
+# The same vision task judged on the test loss, smoother than the error of 4,000 test signals
+# (its binomial standard error is ~0.3 points at 3.5 %).
 TASKS["vision-loss"] = {**TASKS["vision"], "metric": "test_loss", "rung_metric": "ema_test_loss",
                         "what": TASKS["vision"]["what"] + "; judged on the test loss"}
 

@@ -60,9 +60,9 @@ def reported_rate(preset: str, overrides: list[str], metric: str) -> dict:
     return {"rate": median(rates[1:]), "rates": rates, "reports": session.reports}
 
 
-def cpu_cases(args) -> list[dict]:
+def cpu_cases(args) -> tuple[list[dict], list[dict]]:
     """Every CPU case ``--repeats`` times, the cases interleaved within each repeat (so that all
-    see the same machine load); a row per case: the median rate and its min–max."""
+    see the same machine load): a row per case (the median rate and its min–max), and the runs."""
     cores = len(os.sched_getaffinity(0))
     runs = []
     for repeat in range(args.repeats):
@@ -82,8 +82,7 @@ def cpu_cases(args) -> list[dict]:
             rates = [r["rate"] for r in runs if (r["case"], r["threads"]) == (name, threads)]
             rows.append({"case": name, "device": "cpu", "threads": threads, "unit": unit, "rate": median(rates),
                          "rate min-max": [min(rates), max(rates)], "repeats": len(rates), "MFU": "", "note": ""})
-    args.cpu_runs = runs
-    return rows
+    return rows, runs
 
 
 def gpu_case(args) -> dict:
@@ -147,8 +146,7 @@ def main() -> None:
     if args.quick:
         args.repeats = 1
     record = Record("throughput", dict(vars(args)))
-    rows = [] if args.no_cpu else cpu_cases(args)
-    record["cpu_runs"] = getattr(args, "cpu_runs", [])
+    rows, record["cpu_runs"] = ([], []) if args.no_cpu else cpu_cases(args)
     gpu = gpu_case(args)
     if isinstance(gpu.get("note"), str) and gpu["note"].startswith("skipped"):
         say(f"  GPT-2-124M bf16 MFU case {gpu['note']}")

@@ -317,7 +317,6 @@ SCHEDULER_CLASSES = {"asha": AsyncHyperBandScheduler, "median": MedianStoppingRu
 
 def _scheduler(name: str, options: Mapping, metric: str, mode: str) -> TrialScheduler:
     options = dict(options)
-    metric = options.pop("metric", metric)  # the scheduler's own metric, when the spec gives one
     if name == "median":
         options["hard_stop"] = True  # a stopped trial ends (Ray's soft stop pauses it, a function trainable restarts)
     return SCHEDULER_CLASSES[name](metric=metric, mode=mode, **options)
@@ -334,7 +333,7 @@ class PerGridPointScheduler(FIFOScheduler):
     def __init__(self, name: str, options: Mapping, metric: str, mode: str, group_by: tuple[str, ...] = ()):
         super().__init__()
         self.name, self.options, self.direction = name, dict(options), mode
-        self.objective = self.options.get("metric", metric)  # what it compares trials on
+        self.objective = self.options.pop("metric", metric)  # the scheduler's own metric, when the spec gives one
         self.group_by = tuple(group_by)
         self.groups: dict[tuple, TrialScheduler] = {}
         unbuffered(self)  # stopping decisions need every result as it comes

@@ -1,10 +1,10 @@
 """Per-step time of the LM trainable, unpacked vs packed, side by side (no Ray, no store).
 
-    python bench/lm_pack_step.py                         # chinchilla-tiny's GPT, K = 4, 16; 1 and 2 threads
+    python bench/lm_pack_step.py                         # the tiny GPT (gpt-tiny), K = 4, 16; 1 and 2 threads
     python bench/lm_pack_step.py --ks 16 --threads 1 --profile   # + the top operators of K = 1 and K = 16
 
 Each case runs the trainable's own entry point (``trainables.lm.train.run`` for K = 1,
-``trainables.lm.packed.run`` for a pack) on the preset's config (gpt-tiny, context 64, batch
+``trainables.lm.packed.run`` for a pack) on chinchilla-tiny's first config (gpt-tiny, context 64, batch
 16) for ``--steps`` steps with a report every ``--every`` steps, and reads its time per
 training step from the loop's own timer (the intervals between reports, evaluation
 excluded), the first interval left out as warm-up, on two clocks: wall time, and the

@@ -52,7 +52,7 @@ import time
 from _common import Record, median, say, table
 
 CASES = {
-    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "schedule=cosine", "weight_decay=0.3", "eval_every=50",
+    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "model=gpt-tiny", "schedule=cosine", "weight_decay=0.3", "eval_every=50",
                                      "warmup_steps=10", "tail_steps=0"], "steps", 100),
     "tiny CNN": ("ushape-tiny", ["axes.seed=[0]", "lr=0.1", "weight_decay=0.001", "eval_every=1", "hessian_every=0",
                                  "finetune_every=0", "decay_epoch=0", "schedule=constant"], "epochs", 3),

@@ -66,7 +66,8 @@ GRIDS = {  # (learning rates, weight decays) by grid size
     "chinchilla-tiny": {16: ([1e-3, 3e-3, 6e-3, 1e-2], [0.0, 0.1, 0.3, 1.0]),
                         64: ([1e-3, 2e-3, 3e-3, 4e-3, 6e-3, 8e-3, 1e-2, 2e-2], [0.0, 0.03, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0])},
 }
-FIXED = {"ushape-tiny": ["seed=0"], "chinchilla-tiny": ["seed=0", "schedule=cosine"]}
+# the tiny GPT of the recorded runs (gpt-tiny; the preset now runs gpt-micro), its cosine arm
+FIXED = {"ushape-tiny": ["seed=0"], "chinchilla-tiny": ["seed=0", "schedule=cosine", "model=gpt-tiny"]}
 
 
 def overrides(preset: str, size: int, pack: int, *, device: str, gpu_share: float, shrink: dict,

@@ -9,7 +9,7 @@ the throughput it reports itself, from the report intervals after the first (the
 the warm-up: allocations, caches, ``torch.compile``). The CPU cases run ``--repeats`` times (3),
 interleaved, and each row gives the median rate of the repeats and their min–max:
 
-- **tiny GPT** (``chinchilla-tiny``'s model: 4 layers, width 128, context 64, batch 16, AdamW)
+- **tiny GPT** (``gpt-tiny``, the model chinchilla-tiny ran until 2026-12-02: 4 layers, width 128, context 64, batch 16, AdamW)
   on the CPU: ``tokens_per_s``, with 1 thread and with every usable core;
 - **tiny CNN** (``ushape-tiny``'s scale-invariant 1-D CNN on mnist1d, batch 64, SGD): its
   ``samples_per_s`` (the "images" of this CNN are 1-D signals of 40 points), likewise;
@@ -34,7 +34,7 @@ from _common import Record, median, say, table
 
 CPU_CASES = {
     # name: (preset, overrides, metric, unit, length key, {full, quick} lengths)
-    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "schedule=cosine", "weight_decay=0.3", "warmup_steps=10",
+    "tiny GPT": ("chinchilla-tiny", ["axes.seed=[0]", "model=gpt-tiny", "schedule=cosine", "weight_decay=0.3", "warmup_steps=10",
                                      "eval_batches=1"], "tokens_per_s", "tokens/s", "steps",
                  {"full": (300, 50), "quick": (100, 25)}),
     "tiny CNN": ("ushape-tiny", ["axes.seed=[0]", "lr=0.1", "weight_decay=0.001", "hessian_every=0", "finetune_every=0",

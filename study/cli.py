@@ -158,11 +158,22 @@ def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: floa
         raise UsageError(str(exc)) from None
     n = spec.num_points
     shown = list(range(n)) if n <= DRY_RUN_ROWS else [*range(DRY_RUN_ROWS // 2), *range(n - DRY_RUN_ROWS // 2, n)]
-    grid = pd.DataFrame(spec.grid_points(shown), index=shown)
+    points = spec.grid_points(shown)
+    grid = pd.DataFrame(points, index=shown)
+    for key in sorted({key for case in spec.cases for key in case.config}):  # what cases set, beside the axes
+        grid[key] = [spec.case_config(point).get(key, spec.config.get(key, "(default)")) for point in points]
     grid.index.name = "trial" if spec.search == "grid" else "grid point"  # a search is held at each grid point
     print(f"study {spec.name}: trainable {spec.trainable}, search {spec.search}, metric {spec.metric} ({spec.mode})")
     if spec.config:
         print("fixed: " + ", ".join(f"{k}={abbreviate(str(v), 80)}" for k, v in spec.config.items()))
+    if spec.exclude:
+        print("excluded: " + "; ".join(", ".join(f"{k}={v!r}" for k, v in e.items()) for e in spec.exclude))
+    for case in spec.cases:
+        print("case: " + ", ".join(f"{k}={v!r}" for k, v in case.when.items()) + " -> "
+              + ", ".join(f"{k}={v!r}" for k, v in case.config.items()))
+    unmatched = spec.unmatched()
+    if unmatched:
+        print(f"note: {', '.join(unmatched)} select no grid point (a value its axis does not hold)")
     if spec.pack > 1:  # which grid points train together, one Ray trial each
         from study.packs import pack_groups
 

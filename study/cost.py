@@ -356,7 +356,7 @@ def _trial_points(spec: StudySpec) -> list[tuple[dict, list[dict]]]:
     with its ends (a choice with each value), as spec validation builds them; a grid trial has one."""
     ends = {n: (r.values if r.kind == "choice" else (r.low, r.high)) for n, r in spec.ranges.items()}
     combos = [dict(zip(ends, values)) for values in itertools.product(*ends.values())] or [{}]
-    return [(point, [{**spec.config, **point, **combo} for combo in combos])
+    return [(point, [{**spec.config, **spec.case_config(point), **point, **combo} for combo in combos])
             for point in spec.grid() for _ in range(spec.num_samples)]
 
 

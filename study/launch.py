@@ -130,6 +130,10 @@ def param_space(spec: StudySpec) -> dict:
         return _search_param_space(spec)
     if spec.pack > 1:
         return _packed_param_space(spec)
+    if spec.uneven:
+        from study.search.tune import uneven_param_space
+
+        return uneven_param_space(spec)
     return {**spec.config, **{axis: tune.grid_search(list(values)) for axis, values in spec.axes.items()}}
 
 
@@ -147,7 +151,7 @@ def checkpoint_note(spec: StudySpec) -> str | None:
         return None
     config_class = get_trainable(spec.trainable).config_class()
     default = getattr(config_class, "checkpoint_every", None)
-    values = spec.axes.get("checkpoint_every", (spec.config.get("checkpoint_every", default),))
+    values = spec.values_of("checkpoint_every", default)
     if default is not None and all(v == 0 for v in values):
         return (f"note: max_failures={spec.max_failures} but checkpoint_every=0: a retried trial restarts "
                 f"from its first step (set checkpoint_every, e.g. --set checkpoint_every=1)")
@@ -211,11 +215,12 @@ def _storage_args(store: StudyStore) -> dict:
 
 def _new_tuner(spec: StudySpec, store: StudyStore, trainable, callbacks, search: dict | None = None):
     from ray import tune
+    from ray.tune.search import BasicVariantGenerator
 
     search = dict(search or {})
     _no_auto_loggers()
     max_concurrent = spec.max_concurrent
-    if spec.search == "random":
+    if isinstance(search.get("search_alg"), BasicVariantGenerator):  # random search, uneven grid
         max_concurrent = None  # BasicVariantGenerator limits itself (Tune wraps only Searchers)
     return tune.Tuner(
         trainable,
@@ -474,7 +479,7 @@ def study_metric_types(spec: StudySpec) -> dict[str, str]:
     info = get_trainable(spec.trainable)
     defaults = info.config_class()()
     keys = list(info.config_metrics_keys)
-    choices = [spec.axes.get(k, (spec.config.get(k, getattr(defaults, k, None)),)) for k in keys]
+    choices = [spec.values_of(k, getattr(defaults, k, None)) for k in keys]
     configs = [{**spec.config, **dict(zip(keys, values))} for values in itertools.product(*choices)]
     return {**RAY_METRIC_TYPES, **info.metric_schema(configs)}
 
@@ -522,7 +527,7 @@ def _search(spec: StudySpec, store: StudyStore, *, writer: StoreWriter | None = 
     ended trials, the scheduler is fed the stored reports (Ray Tune does not save its
     state), and a remote store's Optuna database is fetched to the driver first.
     """
-    if spec.search == "grid" and not spec.scheduler:
+    if spec.search == "grid" and not spec.scheduler and not (spec.uneven and spec.pack == 1):
         return {}, []
     from study.search.tune import OptunaSnapshot, optuna_location, time_attr, tune_search
     from study.store import stored_config

@@ -1,7 +1,7 @@
 """Packed studies (``pack: K``): grid points grouped into packs, one Ray trial per pack, and the
 pack's events turned back into one logical trial per grid point.
 
-Grouping rule (``pack_groups``): grid points that agree on every axis the trainable cannot
+Grouping rule (``pack_groups``): grid points whose trials agree on every config key the trainable cannot
 vary inside a pack (its packable axes are declared in ``trainables/__init__.py``: for the
 LM lr, weight_decay, schedule parameters, seed, Adam's betas; for vision lr, weight_decay,
 momentum, schedule parameters, seed, fine-tune LR and WD) form a group; each group is cut,
@@ -50,8 +50,8 @@ def pack_groups(spec: StudySpec) -> list[list[int]]:
     """Grid indices of every pack, in grid order (see the module docstring for the rule)."""
     packable = set(get_packed(spec.trainable).axes)
     groups: dict[tuple, list[int]] = {}
-    for index, point in enumerate(spec.grid()):
-        key = tuple((axis, repr(value)) for axis, value in point.items() if axis not in packable)
+    for index, config in enumerate(spec.trial_configs()):  # cases may set non-packable keys per point
+        key = tuple((key, repr(value)) for key, value in sorted(config.items()) if key not in packable)
         groups.setdefault(key, []).append(index)
     packs = []
     for indices in groups.values():
@@ -69,6 +69,8 @@ def tune_indices(spec: StudySpec) -> list[int]:
     """For each grid point (in ``spec.grid()`` order), the counter Ray Tune gives it in an unpacked
     study (Tune's own order of a grid: its variant generator's). Members are numbered by it, so a
     packed study's trial ids are the ones the unpacked study would have (up to Tune's prefix)."""
+    if spec.uneven:  # its points go to Tune one by one, in grid order (study.search.tune.uneven_points)
+        return list(range(spec.num_points))
     from ray import tune
     from ray.tune.search.variant_generator import generate_variants
 

@@ -9,6 +9,8 @@
     axes:                         # the grid: one trial per combination
       weight_decay: [0.0, 0.3]
       schedule: [cosine, constant]
+    exclude: []                   # grid points left out, e.g. [{schedule: constant, weight_decay: 0.3}]
+    cases: []                     # config of the points that match, e.g. [{when: {schedule: constant}, config: {tail_steps: 0}}]
     search: grid                  # grid | random | optuna (see study.search: ranges, num_samples, scheduler)
     metric: val_loss              # what "best" means in progress and analysis
     mode: min
@@ -89,6 +91,25 @@ class Resources:
 
 
 @dataclass(frozen=True)
+class Case:
+    """Config values of the grid points that match: ``when`` names a value of some axes (a point
+    matches when it has every one), ``config`` the values its trial takes instead of the fixed ones."""
+
+    when: Mapping[str, Any]
+    config: Mapping[str, Any]
+
+    def matches(self, point: Mapping[str, Any]) -> bool:
+        return matches(self.when, point)
+
+
+def matches(values: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+    """Does the trial (its fixed values and grid point) have every one of ``values`` (key → value)?
+    Values compare as the spec wrote them after checking (``repr``), so 0.3 and 0.30 are one value
+    and 1 is not True."""
+    return all(axis in point and repr(point[axis]) == repr(value) for axis, value in values.items())
+
+
+@dataclass(frozen=True)
 class StudySpec:
     """A validated study.
 
@@ -96,7 +117,11 @@ class StudySpec:
         name: folder name of the study in the store.
         trainable: registered trainable name.
         config: fixed config values (checked against the trainable's config class).
-        axes: axis name → tuple of values; the grid is their Cartesian product.
+        axes: axis name → tuple of values; the grid is their Cartesian product, less ``exclude``.
+        exclude: grid points left out, each a mapping axis → value: a point with every one of
+            them is not run (an uneven grid, e.g. fewer seeds for one schedule).
+        cases: ``Case``s, in order: each sets config values of the grid points it matches (a
+            later case wins); e.g. a continuation only for the cosine arms.
         search: ``grid``, ``random`` or ``optuna``.
         metric, mode: what "best" means.
         resources: per-trial resources.
@@ -150,14 +175,56 @@ class StudySpec:
     imports: tuple[str, ...] = ()
     max_trials: int | None = None
     loggers: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    exclude: tuple[Mapping[str, Any], ...] = ()
+    cases: tuple[Case, ...] = ()
+
+    @property
+    def uneven(self) -> bool:
+        """Is the grid more than a Cartesian product (points excluded, or config set per point)?
+        Ray Tune then gets its points one by one (``study.search.tune.tune_search``)."""
+        return bool(self.exclude or self.cases)
 
     def grid(self) -> list[dict[str, Any]]:
-        """The axis values of every trial, in grid order (last axis fastest)."""
+        """The axis values of every trial, in grid order (last axis fastest), less ``exclude``."""
         names = list(self.axes)
-        return [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+        points = (dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names)))
+        return [p for p in points if not any(matches(e, {**self.config, **p}) for e in self.exclude)]
+
+    def unmatched(self) -> list[str]:
+        """``exclude[i]`` / ``cases[i]`` entries that select no grid point (a value the axis does not hold)."""
+        if not self.uneven:
+            return []
+        names = list(self.axes)
+        points = [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+        entries = [(f"exclude[{i}]", e) for i, e in enumerate(self.exclude)]
+        entries += [(f"cases[{i}]", c.when) for i, c in enumerate(self.cases)]
+        return [label for label, values in entries if not any(matches(values, {**self.config, **p}) for p in points)]
+
+    def case_config(self, point: Mapping[str, Any]) -> dict[str, Any]:
+        """The config values ``cases`` set for a grid point (empty when none matches)."""
+        config: dict[str, Any] = {}
+        for case in self.cases:
+            if case.matches({**self.config, **point}):
+                config.update(case.config)
+        return config
+
+    def values_of(self, key: str, default: Any = None) -> tuple:
+        """Every value a config key takes over the trials: its axis, or its fixed value (else
+        ``default``) and the values cases set for it."""
+        if key in self.axes:
+            return tuple(self.axes[key])
+        if self.cases:
+            values = [config.get(key, default) for config in self.trial_configs()]
+        else:
+            values = [self.config.get(key, default)]
+        return tuple({repr(v): v for v in values}.values())
 
     def grid_points(self, indices) -> list[dict[str, Any]]:
-        """The grid points at the given positions of ``grid()``, computed without building the grid."""
+        """The grid points at the given positions of ``grid()``, computed without building the
+        grid (an uneven grid is built: its size was bounded when it was checked)."""
+        if self.exclude:
+            grid = self.grid()
+            return [grid[i] for i in indices]
         names = list(self.axes)
         points = []
         for index in indices:
@@ -171,13 +238,16 @@ class StudySpec:
 
     @property
     def num_points(self) -> int:
-        """The number of grid points (the product of the axes' lengths)."""
+        """The number of grid points (the product of the axes' lengths, less the excluded points)."""
+        if self.exclude:
+            return len(self.grid())
         return math.prod(len(values) for values in self.axes.values())
 
     def trial_configs(self) -> list[dict[str, Any]]:
         """The full config of every trial of a grid (of every search of a random/optuna study:
-        the searched axes are left out): fixed values overlaid with its grid point."""
-        return [{**self.config, **point} for point in self.grid()]
+        the searched axes are left out): fixed values, overlaid with what cases set for its
+        grid point, overlaid with the point."""
+        return [{**self.config, **self.case_config(point), **point} for point in self.grid()]
 
     def check_inputs(self) -> None:
         """Raise ``SpecError`` when a trial lacks an input the spec may leave to ``--set``
@@ -194,10 +264,7 @@ class StudySpec:
 
     @property
     def num_trials(self) -> int:
-        n = 1
-        for values in self.axes.values():
-            n *= len(values)
-        return n * self.num_samples
+        return self.num_points * self.num_samples
 
     def to_dict(self) -> dict[str, Any]:
         """The spec as plain YAML-able data (what ``spec.yaml`` in the store holds)."""
@@ -226,6 +293,10 @@ class StudySpec:
             data["max_trials"] = self.max_trials
         if data.pop("loggers"):  # likewise a spec without trackers
             data["loggers"] = {k: dict(v) for k, v in self.loggers.items()}
+        if data.pop("exclude"):  # likewise an even grid
+            data["exclude"] = [dict(e) for e in self.exclude]
+        if data.pop("cases"):
+            data["cases"] = [{"when": dict(c.when), "config": dict(c.config)} for c in self.cases]
         return data
 
 
@@ -353,7 +424,7 @@ def apply_overrides(data: dict, overrides, source: str) -> dict:
 SPEC_KEYS = ("name", "description", "trainable", "config", "axes", "search", "metric", "mode",
              "resources", "max_concurrent", "max_failures", "keep_checkpoints", "stop",
              "num_samples", "search_seed", "sampler", "scheduler", "pack", "pack_resources", "imports", "max_trials",
-             "loggers")
+             "loggers", "exclude", "cases")
 
 
 def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
@@ -414,13 +485,25 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
     if max_trials is not None and (not _is_int(max_trials) or max_trials < 1):
         raise fail("max_trials", f"expected a positive integer or null (default {DEFAULT_MAX_TRIALS:,}), "
                                  f"got {short_repr(max_trials)}")
-    points = math.prod(len(values) for values in axes.values())  # counted, never enumerated
-    _check_size(points * _samples(data), max_trials, fail)
-    _check_trials(config_class, config, axes, ranges, fail)
-
     search = data.get("search", "grid")
     if search not in SEARCHES:
         raise fail("search", f"unknown search {short_repr(search)}; choose one of {', '.join(SEARCHES)}")
+    exclude, cases = _uneven_grid(data, config_class, config, axes, search, fail)
+    points = math.prod(len(values) for values in axes.values())  # counted, never enumerated
+    if exclude or cases:  # an uneven grid is built: bounded first, then counted
+        if points > MAX_UNEVEN_POINTS:
+            raise fail("exclude" if exclude else "cases",
+                       f"apply to a grid of at most {MAX_UNEVEN_POINTS:,} points before exclusion; this one has "
+                       f"{points:,}")
+        spec = StudySpec(name=name, trainable=info.name, config=config, axes=axes, exclude=exclude, cases=cases)
+        points = spec.num_points
+        if not points:
+            raise fail("exclude", "leaves no grid point to run")
+    _check_size(points * _samples(data), max_trials, fail)
+    if exclude or cases:
+        _check_configs(config_class, spec, fail)
+    else:
+        _check_trials(config_class, config, axes, ranges, fail)
     metric = data.get("metric", info.default_metric)
     if not metric and (data.get("scheduler") not in (None, "none") or search == "optuna"):
         what = "scheduler" if data.get("scheduler") not in (None, "none") else "search"
@@ -508,7 +591,84 @@ def parse_spec(data: Mapping[str, Any], source: str = "spec") -> StudySpec:
         max_failures=max_failures, keep_checkpoints=keep_checkpoints, stop=dict(stop), description=description, source=source,
         ranges=ranges, num_samples=num_samples, search_seed=search_seed, sampler=sampler, scheduler=scheduler,
         pack=pack, pack_resources=pack_resources, imports=imports, max_trials=max_trials, loggers=loggers,
+        exclude=exclude, cases=cases,
     )
+
+
+MAX_UNEVEN_POINTS = 1_000_000  # an uneven grid is enumerated to be counted
+
+
+def _uneven_grid(data: Mapping[str, Any], config_class: type, config: dict, axes: dict, search: str,
+                 fail) -> tuple[tuple[dict, ...], tuple[Case, ...]]:
+    """The spec's ``exclude`` (a list of {axis: value}) and ``cases`` (a list of {when: {axis:
+    value}, config: {key: value}}), every axis and value checked against the grid."""
+    exclude_in, cases_in = data.get("exclude"), data.get("cases")
+    if exclude_in in (None, []) and cases_in in (None, []):
+        return (), ()
+    if search != "grid":
+        key = "exclude" if exclude_in not in (None, []) else "cases"
+        raise fail(key, f"shapes a grid; a {search} search holds its grid axes fixed per search (drop {key}, "
+                        f"or search the grid)")
+
+    def selection(value: Any, key: str) -> dict:
+        if not isinstance(value, dict) or not value:
+            raise fail(key, f"expected a mapping of axis values, e.g. {{{next(iter(axes))}: "
+                            f"{short_repr(next(iter(axes.values()))[0])}}}, got {short_repr(value)}")
+        chosen = {}
+        for axis, v in value.items():
+            where = f"{key}.{key_label(axis)}"
+            if axis not in axes and axis not in config:  # a fixed key selects all or nothing
+                raise fail(where, f"neither an axis nor a fixed config value (axes: {', '.join(axes)})")
+            # a valid value the axis does not hold selects nothing (so that --set axes.seed=[...] or
+            # --set schedule=cosine leaves the preset's selections standing); the dry run says so
+            chosen[axis] = _checked(config_class, axis, v, where, fail)
+        return chosen
+
+    exclude = []
+    if exclude_in is not None:
+        if not isinstance(exclude_in, list):
+            raise fail("exclude", f"expected a list of mappings axis: value, got {short_repr(exclude_in)}")
+        exclude = [selection(entry, f"exclude[{i}]") for i, entry in enumerate(exclude_in)]
+    cases = []
+    if cases_in is not None:
+        if not isinstance(cases_in, list):
+            raise fail("cases", f"expected a list of {{when: {{axis: value}}, config: {{key: value}}}}, "
+                                f"got {short_repr(cases_in)}")
+        for i, entry in enumerate(cases_in):
+            key = f"cases[{i}]"
+            if not isinstance(entry, dict) or set(entry) != {"when", "config"}:
+                raise fail(key, f"expected {{when: {{axis: value}}, config: {{key: value}}}}, got {short_repr(entry)}")
+            when = selection(entry["when"], f"{key}.when")
+            values = _mapping(entry["config"], f"{key}.config", fail)
+            if not values:
+                raise fail(f"{key}.config", "empty; give the config values of the matching points")
+            known = config_fields(config_class)
+            case_config = {}
+            for name, value in values.items():
+                where = f"{key}.config.{key_label(name)}"
+                if name not in known:
+                    raise fail(where, f"unknown config key; one of: {', '.join(known)}")
+                if name in axes:
+                    raise fail(where, f"{name!r} is an axis: its value is the grid point's (exclude the points "
+                                      f"instead)")
+                case_config[name] = _checked(config_class, name, value, where, fail)
+            cases.append(Case(when=when, config=case_config))
+    return tuple(exclude), tuple(cases)
+
+
+def _check_configs(config_class: type, spec: StudySpec, fail) -> None:
+    """Build every trial's config of an uneven grid (``_check_trials`` for an even one)."""
+    for point, trial in zip(spec.grid(), spec.trial_configs()):
+        try:
+            config_class(**trial)
+        except ConfigError as exc:
+            set_by = "config"
+            if exc.key in point:
+                set_by = "axes"
+            elif exc.key in spec.case_config(point):
+                set_by = "cases"
+            where = f"{set_by}.{key_label(exc.key)}"
+            raise fail(where, exc.message + f" (in the trial with {', '.join(f'{k}={v!r}' for k, v in point.items())})") from None
 
 
 def _import_modules(imports: Any, fail) -> tuple[str, ...]:

@@ -22,7 +22,8 @@ def packs_of(spec):
 
 @pytest.mark.parametrize("pack, sizes, cpus", [(1, None, None), (4, [4] * 4, 2), (16, [16], 2)])
 def test_a_pack_holds_its_members_cpus_capped_at_the_node(pack, sizes, cpus):
-    spec = load_spec("chinchilla-tiny", [f"pack={pack}", "axes.seed=[0]", "axes.lr=[0.001,0.003,0.006,0.01]"])
+    spec = load_spec("chinchilla-tiny", [f"pack={pack}", "axes.seed=[0]", "axes.lr=[0.001,0.003,0.006,0.01]",
+                                         "cases=[]"])  # one tail for every arm: every point may share a pack
     assert spec.num_trials == 16
     if pack == 1:  # unpacked: the spec's resources per trial, as before
         from study.launch import trial_resources
@@ -57,11 +58,14 @@ def test_a_spec_with_cpu_2_per_trial():
     spec = load_spec("chinchilla-tiny", ["pack=4", "resources.cpu=2"])
     assert packs_of(spec) == [{"cpu": 2, "gpu": 0}] * len(pack_groups(spec))
     lines = describe_resources(spec, pack_groups(spec), [Node(cpu=16)], "a test node")
-    assert lines == ["a pack of 4 holds 8 CPUs (4 x resources.cpu 2); it runs 8 torch threads"]
+    # the cosine arms' 8 points in packs of 4; the constant arms' 6 (no tail: their own packs) in packs of 3
+    assert [len(g) for g in pack_groups(spec)] == [4, 4, 3, 3]
+    assert lines == ["a pack of 4 holds 8 CPUs (4 x resources.cpu 2); it runs 8 torch threads",
+                     "a pack of 3 holds 6 CPUs (3 x resources.cpu 2); it runs 6 torch threads"]
 
 
 def test_the_spec_says_how_a_pack_splits_them():
-    spec = load_spec("chinchilla-tiny", ["pack=16", "pack_resources={cpu: 1}"])
+    spec = load_spec("chinchilla-tiny", ["pack=16", "pack_resources={cpu: 1}", "exclude=[]", "cases=[]"])
     assert spec.pack_resources == Resources(cpu=1, gpu=0)
     assert packs_of(spec) == [{"cpu": 1, "gpu": 0}]  # one pack of 16, on one CPU
     assert spec.to_dict()["pack_resources"] == {"cpu": 1, "gpu": 0}

@@ -71,6 +71,19 @@ BAD_SPECS = [
     ("LR drop after the end", VISION + "  decay_epoch: [2, 4]\n", "axes.decay_epoch: 4 >= epochs 4: the LR would never drop"),
     ("warm-up as long as the run", VISION.replace("epochs: 4}", "epochs: 4, warmup_epochs: 4}"),
      "config.warmup_epochs: 4 >= epochs 4"),
+    # an uneven grid: exclude and cases name axes and values of the grid (tests/test_uneven_grid.py)
+    ("exclude names no axis", GOOD + "exclude: [{seed: 1}]\n", "exclude[0].seed: neither an axis nor a fixed config value (axes: lr, weight_decay)"),
+    ("exclude names a bad value", GOOD + "exclude: [{lr: -1}]\n", "exclude[0].lr: must be > 0"),
+    ("exclude leaves nothing", GOOD + "exclude: [{lr: 0.001}, {lr: 0.01}]\n", "exclude: leaves no grid point to run"),
+    ("exclude not a list", GOOD + "exclude: {lr: 0.001}\n", "exclude: expected a list of mappings axis: value"),
+    ("case sets an axis", GOOD + "cases: [{when: {lr: 0.01}, config: {weight_decay: 0.2}}]\n",
+     "cases[0].config.weight_decay: 'weight_decay' is an axis"),
+    ("case without config", GOOD + "cases: [{when: {lr: 0.01}}]\n", "cases[0]: expected {when: {axis: value}, config:"),
+    ("case sets a bad value", GOOD + "cases: [{when: {lr: 0.01}, config: {steps: 0}}]\n", "cases[0].config.steps: must be > 0"),
+    ("case makes a refused trial", GOOD + "cases: [{when: {lr: 0.01}, config: {optimizer: adam}}]\n",
+     "axes.weight_decay: optimizer adam has no weight decay"),
+    ("exclude with a search", GOOD.replace("[0.001, 0.01]", "{loguniform: [0.001, 0.01]}") + "search: random\n"
+     "num_samples: 2\nexclude: [{weight_decay: 0.1}]\n", "exclude: shapes a grid; a random search"),
 ]
 
 

@@ -34,8 +34,8 @@ class GPTConfig:
 # Named architectures; the trainable sets block_size (context) and vocab_size (data).
 MODELS: dict[str, GPTConfig] = {
     "gpt2-124m": GPTConfig(n_layer=12, n_head=12, n_embd=768),  # GPT-2 small, the paper's model
-    "gpt-tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128),  # chinchilla-tiny, the 2-CPU measurements of scale.md
-    "gpt-micro": GPTConfig(n_layer=3, n_head=4, n_embd=96),  # quickstart: half gpt-tiny's step time on a CPU
+    "gpt-tiny": GPTConfig(n_layer=4, n_head=4, n_embd=128),  # the 2-CPU measurements of scale.md and bench/
+    "gpt-micro": GPTConfig(n_layer=3, n_head=4, n_embd=96),  # chinchilla-tiny, quickstart: half gpt-tiny's CPU step
     "gpt-nano": GPTConfig(n_layer=2, n_head=2, n_embd=32),  # unit tests
 }
 

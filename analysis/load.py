@@ -49,10 +49,17 @@ def config_columns(frame: pd.DataFrame) -> list[str]:
     return [c for c in frame.columns if c.startswith(CONFIG)]
 
 
-def varied_axes(frame: pd.DataFrame, *, include_seed: bool = False) -> list[str]:
-    """Config columns that take more than one value in ``frame`` (``config/seed`` only if asked)."""
+def varied_axes(frame: pd.DataFrame, *, include_seed: bool = False, derived: bool = False) -> list[str]:
+    """Config columns that take more than one value in ``frame`` (``config/seed`` only if asked).
+
+    Columns the frame marks as derived (``DERIVED``: config values an uneven grid's ``cases``
+    set per grid point, such as the continuation's ``tail_steps`` per ``schedule``) are left
+    out unless ``derived``: they are not axes of their own, and grouping or plotting by them
+    would split or confound the axes that set them.
+    """
+    skip = () if derived else set(frame.attrs.get(DERIVED, ()))
     return [c for c in config_columns(frame)
-            if (include_seed or c != SEED) and frame[c].nunique(dropna=False) > 1]
+            if (include_seed or c != SEED) and c not in skip and frame[c].nunique(dropna=False) > 1]
 
 
 def values(frame: pd.DataFrame, name: str) -> list:
@@ -110,6 +117,18 @@ def select(frame: pd.DataFrame, status: str | Iterable[str] | None = None, **axe
     return frame[mask.to_numpy()]
 
 
+# ``DataFrame.attrs`` key: the config columns an uneven grid's cases set (``type_config`` marks
+# them from the spec; ``curves`` and ``finals`` carry the mark, pandas keeps it through filters)
+DERIVED = "derived_columns"
+
+
+def case_columns(spec: dict) -> list[str]:
+    """The config columns a spec's ``cases`` set (never an axis: the spec refuses that)."""
+    cases = spec.get("cases") or []
+    keys = {k for case in cases if isinstance(case, dict) for k in (case.get("config") or {})}
+    return sorted(column(k) for k in keys if k not in (spec.get("axes") or {}))
+
+
 def type_config(trials: pd.DataFrame, spec: dict) -> pd.DataFrame:
     """Config columns typed: numeric columns numeric, string columns ordered categoricals.
 
@@ -138,6 +157,9 @@ def type_config(trials: pd.DataFrame, spec: dict) -> pd.DataFrame:
     if "status" in trials:
         extra = sorted(set(trials["status"].dropna()) - set(STATUSES))
         trials["status"] = pd.Categorical(trials["status"], categories=[*STATUSES, *extra])
+    derived = case_columns(spec)
+    if derived:
+        trials.attrs[DERIVED] = derived
     return trials
 
 
@@ -161,7 +183,14 @@ def curves(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     metrics = metrics.copy()
     metrics["trial_id"] = metrics["trial_id"].astype(str)
     clash = [c for c in part.columns if c != "trial_id" and c in metrics]
-    return metrics.drop(columns=clash).merge(part, on="trial_id", how="left")
+    return _marked(metrics.drop(columns=clash).merge(part, on="trial_id", how="left"), trials)
+
+
+def _marked(frame: pd.DataFrame, trials: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the trials' ``DERIVED`` mark (a merge drops ``attrs``)."""
+    if DERIVED in trials.attrs:
+        frame.attrs[DERIVED] = list(trials.attrs[DERIVED])
+    return frame
 
 
 def finals(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
@@ -174,11 +203,11 @@ def finals(trials: pd.DataFrame, metrics: pd.DataFrame) -> pd.DataFrame:
     part = _trial_part(trials)
     names = metric_names(metrics)
     if metrics.empty or not names:
-        return part.assign(**{n: np.nan for n in names})
+        return _marked(part.assign(**{n: np.nan for n in names}), trials)
     m = metrics.copy()
     m["trial_id"] = m["trial_id"].astype(str)
     last = m.groupby("trial_id", sort=False)[names].last()  # last non-null value per column
-    return part.merge(last.reset_index(), on="trial_id", how="left")
+    return _marked(part.merge(last.reset_index(), on="trial_id", how="left"), trials)
 
 
 def x_column(frame: pd.DataFrame, candidates: Sequence[str] = X_COLUMNS) -> str | None:
@@ -322,12 +351,18 @@ class Study:
 
     def seeds(self) -> int:
         """The largest number of seeds any grid point has."""
+        return self.seed_range()[1]
+
+    def seed_range(self) -> tuple[int, int]:
+        """The fewest and the most seeds a grid point has (they differ in an uneven grid)."""
         if self.trials.empty or SEED not in self.trials:
-            return 1 if not self.trials.empty else 0
+            return (1, 1) if not self.trials.empty else (0, 0)
         groups = varied_axes(self.trials)
         if not groups:
-            return int(self.trials[SEED].nunique())
-        return int(self.trials.groupby(groups, observed=True)[SEED].nunique().max())
+            n = int(self.trials[SEED].nunique())
+            return n, n
+        counts = self.trials.groupby(groups, observed=True)[SEED].nunique()
+        return int(counts.min()), int(counts.max())
 
 
 def load_study(name: str, storage: str) -> Study:

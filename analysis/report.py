@@ -43,6 +43,11 @@ class FigureItem:
     reason: str | None = None
 
 
+def _seed_text(study) -> str:
+    fewest, most = study.seed_range()
+    return str(most) if fewest == most else f"{fewest}–{most}"
+
+
 def _count(frame: pd.DataFrame, name: str) -> int:
     return int(frame[column(name)].nunique()) if column(name) in frame else 0
 
@@ -331,7 +336,7 @@ def _table(frame: pd.DataFrame) -> str:
 def best_trials(study: Study, finals: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     """The best ``n`` finished trials by the study's metric: id, axis values, status, metric."""
     metric = study.metric
-    axes = [c for c in varied_axes(finals, include_seed=True)]
+    axes = varied_axes(finals, include_seed=True, derived=True)  # a trial table shows what cases set too
     ranked = figures.rank_trials(finals, metric, study.mode) if metric else finals.iloc[0:0]
     cols = ["trial_id", *axes, "status", *([metric] if metric in ranked else [])]
     table = ranked[cols].head(n).copy()
@@ -346,7 +351,7 @@ def unfinished_trials(finals: pd.DataFrame) -> pd.DataFrame:
     rows = finals[finals["status"].astype(str) != "finished"]
     reached = [c for c in ("epoch", "step") if c in rows and (rows["status"].astype(str) == "stopped").any()
                and rows[c].notna().any()][:1]  # where a stopped trial was stopped
-    cols = ["trial_id", *varied_axes(finals, include_seed=True), "status", *reached,
+    cols = ["trial_id", *varied_axes(finals, include_seed=True, derived=True), "status", *reached,
             *[c for c in ("diverged_step", "last_finite_loss", "error") if c in rows and rows[c].notna().any()]]
     table = rows[cols].copy()
     if "error" in table:
@@ -415,7 +420,7 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
     axes_text = ", ".join(f"{a} ({_count(trials, a)})" for a in study.axes) or "none"
     head += [f"- trainable `{study.trainable}`, metric `{study.metric}` ({study.mode})",
              f"- {len(trials)} trials: {status_text}",
-             f"- axes (values): {axes_text}; seeds per grid point: {study.seeds()}",
+             f"- axes (values): {axes_text}; seeds per grid point: {_seed_text(study)}",
              f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
              f"- verdicts: {report.summary()}", ""]
     sections: dict[str, list[str]] = {}
@@ -462,7 +467,7 @@ def trials_table(study: Study, finals: pd.DataFrame) -> pd.DataFrame:
     ordered = pd.concat([ranked, rest])
     metrics = [m for m in dict.fromkeys([metric, *HEADLINE_METRICS]) if m and has_values(finals, m)]
     reached = next((c for c in ("epoch", "step") if has_values(finals, c)), None)
-    cols = ["trial_id", *varied_axes(finals, include_seed=True), *(["status"] if "status" in finals else []),
+    cols = ["trial_id", *varied_axes(finals, include_seed=True, derived=True), *(["status"] if "status" in finals else []),
             *metrics, *([reached] if reached else []), *(["error"] if "error" in finals else [])]
     table = ordered[cols].copy()
     if "error" in table:

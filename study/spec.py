@@ -92,8 +92,9 @@ class Resources:
 
 @dataclass(frozen=True)
 class Case:
-    """Config values of the grid points that match: ``when`` names a value of some axes (a point
-    matches when it has every one), ``config`` the values its trial takes instead of the fixed ones."""
+    """Config values of the grid points that match: ``when`` names a value of some axes or fixed
+    keys (a point matches when its trial has every one), ``config`` the values its trial takes
+    instead of the fixed ones."""
 
     when: Mapping[str, Any]
     config: Mapping[str, Any]

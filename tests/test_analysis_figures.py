@@ -237,7 +237,8 @@ def test_isolation_plot_optimises_over_the_other_axes(stores):
     np.testing.assert_allclose(by_lr, [[lr, min(means[(lr, 0.0)], means[(lr, 1e-3)])] for lr in VISION_LRS])
     by_wd = xy(fig, "data:weight_decay")
     np.testing.assert_allclose(by_wd, [[wd, min(means[(lr, wd)] for lr in VISION_LRS)] for wd in (0.0, 1e-3)])
-    assert "minimised over the other axes" in fig.get_suptitle() and "mean over 3 seeds" in fig.get_suptitle()
+    # LR 0.3 without WD has 2 seeds (its third failed), the others 3: the title says so
+    assert "minimised over the other axes" in fig.get_suptitle() and "mean over 2–3 seeds" in fig.get_suptitle()
     assert [ln.get_xydata()[0, 0] for ax in fig.axes for ln in ax.lines if ln.get_gid() == "diverged:trials"] == [0.3, 0.0]
     lm = figures.isolation(stores["lm"].finals(), "val_loss")  # a categorical axis at positions 0, 1
     assert xy(lm, "data:schedule")[:, 0].tolist() == [0.0, 1.0]

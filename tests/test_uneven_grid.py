@@ -2,9 +2,14 @@
 the spec, the dry run, packing, a launch and a resume after the driver died."""
 
 import io
+import pathlib
 
+import pandas as pd
 import pytest
 
+from analysis.figures.style import seed_span
+from analysis.load import load_study, varied_axes
+from analysis.report import write_report
 from study import parse_spec
 from study.cli import main
 from study.launch import launch, resume
@@ -105,6 +110,17 @@ def _check_uneven_study(result):
 
 def test_an_uneven_grid_runs_its_points_and_their_configs(ray_session, storage):
     _check_uneven_study(launch(lm_spec(), storage=storage, progress=False))
+    # the analysis reads tail_steps as what a case set, not as an axis of its own
+    study = load_study("uneven", storage)
+    for frame in (study.trials, study.curves(), study.finals()):
+        assert varied_axes(frame) == ["config/schedule"]
+        assert varied_axes(frame, derived=True) == ["config/tail_steps", "config/schedule"]
+    assert study.seed_range() == (1, 2)  # constant: seed 0 only; cosine: 0 and 1
+    assert "seeds per grid point: 1–2" in pathlib.Path(write_report(storage, "uneven")).read_text()
+
+
+def test_seed_span_says_how_many_seeds_each_mean_is_over():
+    assert seed_span([3, 3, 3]) == "3" and seed_span(pd.Series([3, 5, 4])) == "3–5" and seed_span([]) == "0"
 
 
 def test_an_uneven_grid_runs_packed_as_unpacked(ray_session, storage):

@@ -14,7 +14,8 @@ from matplotlib.ticker import NullFormatter
 
 from analysis.figures.style import (LINESTYLES, LOG_RATIO, axis_label, axis_name, clip_value, figure_legend,
                                     finish_axes, format_y, group_label, is_error, left_out_note, line_colors,
-                                    log_if_wide, lr_axis, mark_diverged, new_figure, set_limits, suptitle, words)
+                                    log_if_wide, lr_axis, mark_diverged, new_figure, seed_span, set_limits, suptitle,
+                                    words)
 from analysis.load import best_at, column, fmt, rank_trials, seed_spread, trial_curve, values, varied_axes, x_column
 
 
@@ -99,7 +100,8 @@ def isolation(finals: pd.DataFrame, value: str, mode: str = "min", *, axes: Sequ
     figure_legend(fig, axs[0], extra=[(bars_handle, bars_handle.get_label())] if bars_handle is not None else ())
     suptitle(fig, title or (f"isolation: best {axis_label(value)} per value of each axis, {mode}imised over the "
                              "other axes, on one y scale"
-                             + (f" (mean over {seeds} seeds first; bars: min–max over seeds)" if seeds > 1 else
+                             + (f" (mean over {seed_span(agg['n'])} seeds first; bars: min–max over seeds)"
+                                if seeds > 1 else
                                 " (one seed: no spread)") + left_out_note(finals)),
               fontsize=10)
     return fig

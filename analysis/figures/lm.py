@@ -9,7 +9,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from analysis.figures.style import (CROSSING, LINESTYLES, add_legend, axes_title, axis_label, format_x, group_label,
-                                    left_out_note, line_colors, mark_diverged, new_figure, suptitle, words)
+                                    left_out_note, line_colors, mark_diverged, new_figure, seed_span, suptitle, words)
 from analysis.load import (column, curve_spread, diverged_ends, final_gap, fmt, has_values, paired_difference,
                            seed_differences, seed_spread, values, varied_axes, x_column)
 from analysis.verdicts import find_crossing
@@ -33,7 +33,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
     wds = values(curves, "weight_decay") if wd in curves else [None]
     palette = dict(zip(wds, line_colors(len(wds), sequential=True)))
     finished = curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves
-    seeds_max = 0
+    seeds_max, seeds_min = 0, None
     for col, schedule in enumerate(schedules):
         top, bottom = axs[0, col], axs[1, col]
         data = curves if schedule is None else curves[curves[sched].astype(str) == str(schedule)]
@@ -55,6 +55,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
                 name = ("Adam (WD 0)" if w == 0 else f"AdamW WD {fmt(w)}") + (f", {ctx_label}" if ctx_label else "")
                 seeds = int(rows["n"].max())
                 seeds_max = max(seeds_max, seeds)
+                seeds_min = seeds if seeds_min is None else min(seeds_min, seeds)
                 top.plot(rows[x].to_numpy(dtype=float), rows["mean"].to_numpy(dtype=float), color=palette[w],
                          linestyle=style, label=name, gid=f"data:{group_label([wd, *others], (w, *ctx))}")
                 if base is None or w == 0 or base.empty:
@@ -103,7 +104,8 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
         add_legend(bottom)
     where = " and ".join(f"{s}" for s in schedules if s is not None) or "one schedule"
     suptitle(fig, (title or f"AdamW vs Adam: {words(metric)} vs {words(x)} ({where} LR)")
-              + (f", mean of {seeds_max} seeds" if seeds_max > 1 else "") + left_out_note(curves), fontsize=11)
+              + (f", mean of {seed_span([seeds_min or 0, seeds_max])} seeds" if seeds_max > 1 else "") + left_out_note(curves),
+              fontsize=11)
     return fig
 
 
@@ -150,8 +152,10 @@ def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: 
     ax.set_xlabel(axis_label("weight_decay"))
     ax.set_ylabel("validation − training loss at the end (nats)")
     axes_title(ax, title or "final train–validation gap vs weight decay"
-                 + (f" (mean of {seeds} seeds; dots: each seed, shifted sideways per line)" if seeds > 1 else "")
+                 + (f" (mean of {seed_span(agg['n'])} seeds; dots: each seed, shifted sideways per line)"
+                    if seeds > 1 else "")
                  + left_out_note(curves), fontsize=10)
     ax.grid(alpha=0.3)
     add_legend(ax)
     return fig
+

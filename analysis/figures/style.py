@@ -384,5 +384,14 @@ def mark_drops(ax, curves: pd.DataFrame, x: str, label: bool = True) -> None:
                    label=f"LR decay (after {x} {drop:g})" if label and i == 0 else None, gid=f"lr_drop:{drop:g}")
 
 
-def seeds_note(n: int, what: str = "seeds") -> str:
-    return f"mean of {n} {what}, band/bars = min–max over {what}" if n > 1 else "one seed"
+def seeds_note(n: int, what: str = "seeds", span: str | None = None) -> str:
+    return f"mean of {span or n} {what}, band/bars = min–max over {what}" if n > 1 else "one seed"
+
+
+def seed_span(counts) -> str:
+    """How many seeds the means are over: "4", or "3–5" where grid points (or reports) have
+    different numbers (an uneven grid; seeds that diverged)."""
+    counts = [int(c) for c in counts if int(c) > 0]
+    if not counts:
+        return "0"
+    return str(max(counts)) if min(counts) == max(counts) else f"{min(counts)}–{max(counts)}"

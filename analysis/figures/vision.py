@@ -18,7 +18,7 @@ from analysis.figures.style import (HEATMAP_LOG_RATIO, LOG_RATIO, Percent, add_l
                                     clip_value, colors_and_styles, default_by, draw_spread_curves, figure_legend,
                                     finished_values, finite_values, format_x, format_y, group_label, is_error,
                                     left_out_note, line_colors, log_if_wide, lr_axis, mark_diverged, mark_drops,
-                                    new_figure, panel_rows, seeds_note, set_limits, split_panels, suptitle, words)
+                                    new_figure, panel_rows, seed_span, seeds_note, set_limits, split_panels, suptitle, words)
 from analysis.load import column, curve_spread, diverged_ends, fmt, has_values, seed_spread, values, x_column
 
 
@@ -66,7 +66,7 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
     seeds = int(agg["n"].max()) if len(agg) else 0
     ax.set_xlabel(axis_label(x))
     format_y(ax, value)
-    axes_title(ax, (title or f"{words(value)} vs {words(x)}") + f" ({seeds_note(seeds).replace('band/', '')})" + left_out_note(finals),
+    axes_title(ax, (title or f"{words(value)} vs {words(x)}") + f" ({seeds_note(seeds, span=seed_span(agg['n'])).replace('band/', '')})" + left_out_note(finals),
            fontsize=10)
     ax.grid(alpha=0.3, which="major")
     add_legend(ax)
@@ -125,7 +125,7 @@ def heatmap(finals: pd.DataFrame, value: str, *, rows: str = "lr", cols: str = "
     ax.set_ylabel(axis_label(rows))
     seeds = int(agg["n"].max()) if len(agg) else 0
     unit = " in %" if is_error(value) else ""
-    axes_title(ax, (title or f"{words(value)}{unit}: {words(rows)} × {words(cols)}") + (f", mean of {seeds} seeds" if seeds > 1 else "")
+    axes_title(ax, (title or f"{words(value)}{unit}: {words(rows)} × {words(cols)}") + (f", mean of {seed_span(agg['n'])} seeds" if seeds > 1 else "")
                  + left_out_note(finals), fontsize=10)
     return fig
 
@@ -174,7 +174,7 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
     seeds = int(spread["n"].max()) if len(spread) else 0
     figure_legend(fig, axs[0])
     suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {words(value)} vs the {words(x)} each copy branched from")
-              + f" ({seeds_note(seeds).replace('band/', '')})" + left_out_note(curves), fontsize=11)
+              + f" ({seeds_note(seeds, span=seed_span(spread['n'])).replace('band/', '')})" + left_out_note(curves), fontsize=11)
     return fig
 
 
@@ -216,8 +216,9 @@ def _curve_grid(curves: pd.DataFrame, rows: Sequence[tuple[str, str, bool]], *, 
             format_y(ax, metric, label=label if c == 0 else "")
             ax.grid(alpha=0.3, which="major")
     figure_legend(fig, axs.ravel())
-    seeds = int(curve_spread(curves, present[0][0], x, by)["n"].max())
-    suptitle(fig, f"{title} ({seeds_note(seeds)})" + left_out_note(curves), fontsize=11)
+    counts = curve_spread(curves, present[0][0], x, by)["n"]
+    seeds = int(counts.max())
+    suptitle(fig, f"{title} ({seeds_note(seeds, span=seed_span(counts))})" + left_out_note(curves), fontsize=11)
     return fig
 
 
@@ -316,5 +317,6 @@ def ema_vs_plain(curves: pd.DataFrame, *, pair: tuple[str, str] | None = None, x
     figure_legend(fig, axs[0], extra=style_keys)
     seeds = int(spreads[plain]["n"].max()) if len(spreads[plain]) else 0
     suptitle(fig, (title or f"{words(plain)} (solid) vs {words(ema)} (dashed)")
-              + (f" (mean of {seeds} seeds)" if seeds > 1 else "") + left_out_note(curves), fontsize=11)
+              + (f" (mean of {seed_span(spreads[plain]['n'])} seeds)" if seeds > 1 else "") + left_out_note(curves),
+              fontsize=11)
     return fig

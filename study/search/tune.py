@@ -88,8 +88,9 @@ def uneven_param_space(spec) -> dict:
     gives Tune the points one by one (Tune's grid is a full Cartesian product)."""
     keys = _case_keys(spec)
     configs = _configs(spec, keys)
-    return {**spec.config, **{a: tune.choice(list(v)) for a, v in spec.axes.items()},
-            **{key: tune.choice(list({repr(c[key]): c[key] for c in configs}.values())) for key in keys}}
+    # the axes last, as in an even grid: the store keeps this order (analysis.load.varied_axes reads it)
+    return {**spec.config, **{key: tune.choice(list({repr(c[key]): c[key] for c in configs}.values())) for key in keys},
+            **{a: tune.choice(list(v)) for a, v in spec.axes.items()}}
 
 
 def _case_keys(spec) -> list[str]:

@@ -173,7 +173,8 @@ def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: floa
               + ", ".join(f"{k}={v!r}" for k, v in case.config.items()))
     unmatched = spec.unmatched()
     if unmatched:
-        print(f"note: {', '.join(unmatched)} select no grid point (a value its axis does not hold)")
+        verb = "selects" if len(unmatched) == 1 else "select"
+        print(f"note: {', '.join(unmatched)} {verb} no grid point (a value its axis does not hold)")
     if spec.pack > 1:  # which grid points train together, one Ray trial each
         from study.packs import pack_groups
 

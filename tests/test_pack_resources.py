@@ -58,14 +58,15 @@ def test_a_spec_with_cpu_2_per_trial():
     spec = load_spec("chinchilla-tiny", ["pack=4", "resources.cpu=2"])
     assert packs_of(spec) == [{"cpu": 2, "gpu": 0}] * len(pack_groups(spec))
     lines = describe_resources(spec, pack_groups(spec), [Node(cpu=16)], "a test node")
-    # the cosine arms' 8 points in packs of 4; the constant arms' 6 (no tail: their own packs) in packs of 3
-    assert [len(g) for g in pack_groups(spec)] == [4, 4, 3, 3]
+    # the cosine arms' 10 points in packs of 4, 3, 3; the constant arms' 6 (no tail: their own packs) of 3
+    assert [len(g) for g in pack_groups(spec)] == [4, 3, 3, 3, 3]
     assert lines == ["a pack of 4 holds 8 CPUs (4 x resources.cpu 2); it runs 8 torch threads",
                      "a pack of 3 holds 6 CPUs (3 x resources.cpu 2); it runs 6 torch threads"]
 
 
 def test_the_spec_says_how_a_pack_splits_them():
-    spec = load_spec("chinchilla-tiny", ["pack=16", "pack_resources={cpu: 1}", "exclude=[]", "cases=[]"])
+    spec = load_spec("chinchilla-tiny", ["pack=16", "pack_resources={cpu: 1}", "exclude=[]", "cases=[]",
+                                         "axes.seed=[0, 1, 2, 3]"])  # 16 points
     assert spec.pack_resources == Resources(cpu=1, gpu=0)
     assert packs_of(spec) == [{"cpu": 1, "gpu": 0}]  # one pack of 16, on one CPU
     assert spec.to_dict()["pack_resources"] == {"cpu": 1, "gpu": 0}

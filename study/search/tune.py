@@ -88,7 +88,7 @@ def uneven_param_space(spec) -> dict:
     gives Tune the points one by one (Tune's grid is a full Cartesian product)."""
     keys = _case_keys(spec)
     configs = _configs(spec, keys)
-    # the axes last, as in an even grid: the store keeps this order (analysis.load.varied_axes reads it)
+    # the axes last, as in an even grid (the store keeps this order in its config columns)
     return {**spec.config, **{key: tune.choice(list({repr(c[key]): c[key] for c in configs}.values())) for key in keys},
             **{a: tune.choice(list(v)) for a, v in spec.axes.items()}}
 

@@ -24,6 +24,7 @@ import pyarrow.fs as pafs
 import yaml
 
 from analysis import figures, html, search_results, verdicts
+from analysis.figures.style import seed_span
 from analysis.load import CONFIG, Study, column, fmt, has_values, load_study, varied_axes
 from analysis.stats import CONFIDENCE
 from analysis.stats import OUTCOMES
@@ -41,11 +42,6 @@ class FigureItem:
     title: str
     draw: Callable[[], object] | None = None
     reason: str | None = None
-
-
-def _seed_text(study) -> str:
-    fewest, most = study.seed_range()
-    return str(most) if fewest == most else f"{fewest}–{most}"
 
 
 def _count(frame: pd.DataFrame, name: str) -> int:
@@ -420,7 +416,7 @@ def build_report(study: Study, baseline: Study | None = None) -> Report:
     axes_text = ", ".join(f"{a} ({_count(trials, a)})" for a in study.axes) or "none"
     head += [f"- trainable `{study.trainable}`, metric `{study.metric}` ({study.mode})",
              f"- {len(trials)} trials: {status_text}",
-             f"- axes (values): {axes_text}; seeds per grid point: {_seed_text(study)}",
+             f"- axes (values): {axes_text}; seeds per grid point: {seed_span(study.seed_range())}",
              f"- metrics reported: {', '.join(f'`{m}`' for m in _reported(study)) or 'none'}",
              f"- verdicts: {report.summary()}", ""]
     sections: dict[str, list[str]] = {}

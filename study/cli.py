@@ -160,7 +160,7 @@ def _dry_run(spec, *, gpu: str | None = None, gpus: int | None = None, mfu: floa
     shown = list(range(n)) if n <= DRY_RUN_ROWS else [*range(DRY_RUN_ROWS // 2), *range(n - DRY_RUN_ROWS // 2, n)]
     points = spec.grid_points(shown)
     grid = pd.DataFrame(points, index=shown)
-    for key in sorted({key for case in spec.cases for key in case.config}):  # what cases set, beside the axes
+    for key in spec.case_keys:  # what cases set, beside the axes
         grid[key] = [spec.case_config(point).get(key, spec.config.get(key, "(default)")) for point in points]
     grid.index.name = "trial" if spec.search == "grid" else "grid point"  # a search is held at each grid point
     print(f"study {spec.name}: trainable {spec.trainable}, search {spec.search}, metric {spec.metric} ({spec.mode})")

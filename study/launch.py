@@ -527,7 +527,7 @@ def _search(spec: StudySpec, store: StudyStore, *, writer: StoreWriter | None = 
     ended trials, the scheduler is fed the stored reports (Ray Tune does not save its
     state), and a remote store's Optuna database is fetched to the driver first.
     """
-    if spec.search == "grid" and not spec.scheduler and not (spec.uneven and spec.pack == 1):
+    if spec.search == "grid" and not spec.scheduler and not spec.points_listed:
         return {}, []
     from study.search.tune import OptunaSnapshot, optuna_location, time_attr, tune_search
     from study.store import stored_config

@@ -99,9 +99,6 @@ class Case:
     when: Mapping[str, Any]
     config: Mapping[str, Any]
 
-    def matches(self, point: Mapping[str, Any]) -> bool:
-        return matches(self.when, point)
-
 
 def matches(values: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
     """Does the trial (its fixed values and grid point) have every one of ``values`` (key → value)?
@@ -182,30 +179,47 @@ class StudySpec:
     @property
     def uneven(self) -> bool:
         """Is the grid more than a Cartesian product (points excluded, or config set per point)?
-        Ray Tune then gets its points one by one (``study.search.tune.tune_search``)."""
+        Ray Tune's grid cannot express it (``points_listed``)."""
         return bool(self.exclude or self.cases)
+
+    @property
+    def points_listed(self) -> bool:
+        """Does Ray Tune get this study's trials as a list of points? An uneven grid of one trial
+        per point does (``study.search.tune.uneven_points``); a packed one is a grid over its packs."""
+        return self.uneven and self.pack == 1
+
+    @property
+    def case_keys(self) -> list[str]:
+        """The config keys ``cases`` set, sorted."""
+        return sorted({key for case in self.cases for key in case.config})
+
+    def _product(self):
+        """Every combination of the axes' values, in grid order (last axis fastest)."""
+        names = list(self.axes)
+        return (dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names)))
+
+    def _selects(self, values: Mapping[str, Any], point: Mapping[str, Any]) -> bool:
+        """Does an ``exclude`` entry or a case's ``when`` select this grid point (its fixed values too)?"""
+        return matches(values, {**self.config, **point})
 
     def grid(self) -> list[dict[str, Any]]:
         """The axis values of every trial, in grid order (last axis fastest), less ``exclude``."""
-        names = list(self.axes)
-        points = (dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names)))
-        return [p for p in points if not any(matches(e, {**self.config, **p}) for e in self.exclude)]
+        return [p for p in self._product() if not any(self._selects(e, p) for e in self.exclude)]
 
     def unmatched(self) -> list[str]:
         """``exclude[i]`` / ``cases[i]`` entries that select no grid point (a value the axis does not hold)."""
         if not self.uneven:
             return []
-        names = list(self.axes)
-        points = [dict(zip(names, combo)) for combo in itertools.product(*(self.axes[n] for n in names))]
+        points = list(self._product())
         entries = [(f"exclude[{i}]", e) for i, e in enumerate(self.exclude)]
         entries += [(f"cases[{i}]", c.when) for i, c in enumerate(self.cases)]
-        return [label for label, values in entries if not any(matches(values, {**self.config, **p}) for p in points)]
+        return [label for label, values in entries if not any(self._selects(values, p) for p in points)]
 
     def case_config(self, point: Mapping[str, Any]) -> dict[str, Any]:
         """The config values ``cases`` set for a grid point (empty when none matches)."""
         config: dict[str, Any] = {}
         for case in self.cases:
-            if case.matches({**self.config, **point}):
+            if self._selects(case.when, point):
                 config.update(case.config)
         return config
 

@@ -33,7 +33,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
     wds = values(curves, "weight_decay") if wd in curves else [None]
     palette = dict(zip(wds, line_colors(len(wds), sequential=True)))
     finished = curves[curves["status"].astype(str) == "finished"] if "status" in curves else curves
-    seeds_max, seeds_min = 0, None
+    seed_counts = []  # the seeds behind each line
     for col, schedule in enumerate(schedules):
         top, bottom = axs[0, col], axs[1, col]
         data = curves if schedule is None else curves[curves[sched].astype(str) == str(schedule)]
@@ -54,8 +54,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
                     continue
                 name = ("Adam (WD 0)" if w == 0 else f"AdamW WD {fmt(w)}") + (f", {ctx_label}" if ctx_label else "")
                 seeds = int(rows["n"].max())
-                seeds_max = max(seeds_max, seeds)
-                seeds_min = seeds if seeds_min is None else min(seeds_min, seeds)
+                seed_counts.append(seeds)
                 top.plot(rows[x].to_numpy(dtype=float), rows["mean"].to_numpy(dtype=float), color=palette[w],
                          linestyle=style, label=name, gid=f"data:{group_label([wd, *others], (w, *ctx))}")
                 if base is None or w == 0 or base.empty:
@@ -104,7 +103,7 @@ def chinchilla(curves: pd.DataFrame, metric: str = "val_loss", *, x: str | None 
         add_legend(bottom)
     where = " and ".join(f"{s}" for s in schedules if s is not None) or "one schedule"
     suptitle(fig, (title or f"AdamW vs Adam: {words(metric)} vs {words(x)} ({where} LR)")
-              + (f", mean of {seed_span([seeds_min or 0, seeds_max])} seeds" if seeds_max > 1 else "") + left_out_note(curves),
+              + (f", mean of {seed_span(seed_counts)} seeds" if max(seed_counts, default=0) > 1 else "") + left_out_note(curves),
               fontsize=11)
     return fig
 

@@ -384,8 +384,10 @@ def mark_drops(ax, curves: pd.DataFrame, x: str, label: bool = True) -> None:
                    label=f"LR decay (after {x} {drop:g})" if label and i == 0 else None, gid=f"lr_drop:{drop:g}")
 
 
-def seeds_note(n: int, what: str = "seeds", span: str | None = None) -> str:
-    return f"mean of {span or n} {what}, band/bars = min–max over {what}" if n > 1 else "one seed"
+def seeds_note(counts, what: str = "seeds") -> str:
+    """``counts``: the seeds behind each mean (``seed_span``)."""
+    return (f"mean of {seed_span(counts)} {what}, band/bars = min–max over {what}"
+            if max(counts, default=0) > 1 else "one seed")
 
 
 def seed_span(counts) -> str:

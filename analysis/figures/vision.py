@@ -63,10 +63,9 @@ def ushape(finals: pd.DataFrame, value: str, *, x: str = "lr", line: str = "weig
         for _, row in div.iterrows():
             ax.annotate(f"{int(row['n_diverged'])}/{int(row['n_trials'])}", (row[xcol], clip), textcoords="offset points",
                         xytext=(6, -3), fontsize=7, color="crimson")
-    seeds = int(agg["n"].max()) if len(agg) else 0
     ax.set_xlabel(axis_label(x))
     format_y(ax, value)
-    axes_title(ax, (title or f"{words(value)} vs {words(x)}") + f" ({seeds_note(seeds, span=seed_span(agg['n'])).replace('band/', '')})" + left_out_note(finals),
+    axes_title(ax, (title or f"{words(value)} vs {words(x)}") + f" ({seeds_note(agg['n']).replace('band/', '')})" + left_out_note(finals),
            fontsize=10)
     ax.grid(alpha=0.3, which="major")
     add_legend(ax)
@@ -171,10 +170,9 @@ def finetune_branches(curves: pd.DataFrame, value: str = "finetune_test_error", 
     format_y(axs[0, 0], value)
     for ax in axs[0, 1:]:
         format_y(ax, value, label="")
-    seeds = int(spread["n"].max()) if len(spread) else 0
     figure_legend(fig, axs[0])
     suptitle(fig, (title or f"Fine-tuned copies (Figs. 2–3 protocol): {words(value)} vs the {words(x)} each copy branched from")
-              + f" ({seeds_note(seeds, span=seed_span(spread['n'])).replace('band/', '')})" + left_out_note(curves), fontsize=11)
+              + f" ({seeds_note(spread['n']).replace('band/', '')})" + left_out_note(curves), fontsize=11)
     return fig
 
 
@@ -216,9 +214,8 @@ def _curve_grid(curves: pd.DataFrame, rows: Sequence[tuple[str, str, bool]], *, 
             format_y(ax, metric, label=label if c == 0 else "")
             ax.grid(alpha=0.3, which="major")
     figure_legend(fig, axs.ravel())
-    counts = curve_spread(curves, present[0][0], x, by)["n"]
-    seeds = int(counts.max())
-    suptitle(fig, f"{title} ({seeds_note(seeds, span=seed_span(counts))})" + left_out_note(curves), fontsize=11)
+    suptitle(fig, f"{title} ({seeds_note(curve_spread(curves, present[0][0], x, by)['n'])})" + left_out_note(curves),
+             fontsize=11)
     return fig
 
 

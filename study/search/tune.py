@@ -69,40 +69,31 @@ def search_param_space(spec) -> dict:
             **{a: tune_domain(r) for a, r in spec.ranges.items()}}
 
 
-def uneven_unpacked(spec) -> bool:
-    """Is this an uneven grid of one trial per point? (A packed one is a grid over its packs.)"""
-    return spec.search == "grid" and spec.uneven and spec.pack == 1
-
-
 def uneven_points(spec) -> list[dict]:
     """An uneven grid's trials for Ray Tune, in grid order: each point's axis values and the value
     of every key a case sets (the case's, else the fixed or default one: a key Tune samples is
     never left to chance)."""
-    keys = _case_keys(spec)
-    return [{**{key: config[key] for key in keys}, **point} for point, config in zip(spec.grid(), _configs(spec, keys))]
+    defaults = _defaults(spec)
+    return [{**{key: config.get(key, getattr(defaults, key)) for key in spec.case_keys}, **point}
+            for point, config in zip(spec.grid(), spec.trial_configs())]
 
 
 def uneven_param_space(spec) -> dict:
     """Ray Tune's ``param_space`` of an uneven grid: the fixed values, and each axis, and each key
     a case sets, as a choice of its values; ``BasicVariantGenerator(points_to_evaluate=…)`` then
     gives Tune the points one by one (Tune's grid is a full Cartesian product)."""
-    keys = _case_keys(spec)
-    configs = _configs(spec, keys)
+    defaults = _defaults(spec)
     # the axes last, as in an even grid (the store keeps this order in its config columns)
-    return {**spec.config, **{key: tune.choice(list({repr(c[key]): c[key] for c in configs}.values())) for key in keys},
+    return {**spec.config, **{key: tune.choice(list(spec.values_of(key, getattr(defaults, key))))
+                              for key in spec.case_keys},
             **{a: tune.choice(list(v)) for a, v in spec.axes.items()}}
 
 
-def _case_keys(spec) -> list[str]:
-    return sorted({key for case in spec.cases for key in case.config})
-
-
-def _configs(spec, keys) -> list[dict]:
-    """Every trial's config with each of ``keys`` filled in (from the trainable's defaults if unset)."""
+def _defaults(spec):
+    """The trainable's default config (the values of keys neither fixed nor set by a case)."""
     from trainables.registry import get_trainable
 
-    defaults = get_trainable(spec.trainable).config_class()()
-    return [{**{key: getattr(defaults, key) for key in keys}, **config} for config in spec.trial_configs()]
+    return get_trainable(spec.trainable).config_class()()
 
 
 # ---------------------------------------------------------------- Optuna, one study per grid point
@@ -482,7 +473,7 @@ def tune_search(spec, store, *, ended: Mapping[str, tuple] | None = None, stored
     ``PerGridPointScheduler.replay``) come from the store when a study resumes.
     """
     args: dict[str, Any] = {}
-    if uneven_unpacked(spec):
+    if spec.points_listed:
         args["search_alg"] = BasicVariantGenerator(points_to_evaluate=uneven_points(spec),
                                                    max_concurrent=spec.max_concurrent or 0)
         args["num_samples"] = spec.num_trials  # one sample per point

@@ -64,28 +64,30 @@ def test_an_even_grid_keeps_its_spec_yaml_and_its_count():
 def test_a_selection_of_a_value_the_axis_does_not_hold_selects_nothing_and_the_dry_run_says_so(capsys, tmp_path):
     # --set axes.seed=[...] leaves the preset's selections standing: seed 43 is gone, so is its exclusion
     spec = load_spec("chinchilla-tiny", ["axes.seed=[1, 2]"])
-    assert spec.num_points == 8 and spec.unmatched() == ["exclude[0]", "exclude[1]"]
+    entries = [f"exclude[{i}]" for i in range(8)]
+    assert spec.num_points == 8 and spec.unmatched() == entries
     assert [c["tail_steps"] for c in spec.trial_configs()] == [320] * 4 + [0] * 4  # the case still applies
     assert main(["launch", "chinchilla-tiny", "--set", "axes.seed=[1, 2]", "--dry-run"]) == 0
-    assert "note: exclude[0], exclude[1] select no grid point (a value its axis does not hold)" in capsys.readouterr().out
+    assert f"note: {', '.join(entries)} select no grid point (a value its axis does not hold)" in capsys.readouterr().out
     # a key --set fixes selects every point or none: the benchmarks run the preset's cosine arm alone
     cosine = load_spec("chinchilla-tiny", ["schedule=cosine", "axes.seed=[0]"])
     assert [c["tail_steps"] for c in cosine.trial_configs()] == [320, 320]
     constant = load_spec("chinchilla-tiny", ["schedule=constant"])
-    assert constant.num_points == 6 and {c["tail_steps"] for c in constant.trial_configs()} == {0}
+    assert constant.num_points == 6 and {(c["tail_steps"], c["steps"]) for c in constant.trial_configs()} == {(0, 1200)}
 
 
 def test_dry_run_shows_what_is_excluded_and_set(capsys, tmp_path):
     code = main(["launch", "chinchilla-tiny", "--dry-run", "--storage", str(tmp_path / "s")])
     out = capsys.readouterr().out
     assert code == 0
-    assert "excluded: schedule='constant', seed=83; schedule='constant', seed=84" in out
-    assert "case: schedule='constant' -> tail_steps=0" in out
+    assert ("excluded: schedule='cosine', seed=85; schedule='cosine', seed=86; schedule='cosine', seed=87; "
+            "schedule='constant', seed=80;") in out
+    assert "case: schedule='constant' -> steps=1200, tail_steps=0, eval_batches=32" in out
     rows = [line.split() for line in out.splitlines() if line.split()[:1] and line.split()[0].isdigit()
-            and len(line.split()) == 5]
-    assert [(r[1], r[3], r[4]) for r in rows] == [
-        *(("cosine", s, "320") for _ in range(2) for s in ("80", "81", "82", "83", "84")),
-        *(("constant", s, "0") for _ in range(2) for s in ("80", "81", "82"))]
+            and len(line.split()) == 7]
+    assert [(r[1], r[3], r[4], r[5], r[6]) for r in rows] == [
+        *(("cosine", s, "16", "1600", "320") for _ in range(2) for s in ("80", "81", "82", "83", "84")),
+        *(("constant", s, "32", "1200", "0") for _ in range(2) for s in ("85", "86", "87"))]
     assert out.rstrip().endswith("16 trials")
     assert not (tmp_path / "s").exists()
 

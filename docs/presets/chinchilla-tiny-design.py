@@ -3,9 +3,11 @@ the verdict rules of issue 12 (analysis/verdicts.py) before analysis/verdicts.py
 
     python docs/presets/chinchilla-tiny-design.py run --tag T --seeds 20 21 22 \
         --arms cosine:0 cosine:0.3 --set tail_steps=400 --set tail_lr=1e-4 [--big-eval 128]
-    python docs/presets/chinchilla-tiny-design.py judge [--tag T] [--metric val_loss]
+    python docs/presets/chinchilla-tiny-design.py judge [--tag T] [--metric val_loss] [--records F]
     python docs/presets/chinchilla-tiny-design.py judge --store /tmp/ct-cli --study chinchilla-tiny \
         --json docs/presets/chinchilla-tiny-confirmation.json
+    python docs/presets/chinchilla-tiny-design.py eval-noise --tag bigeval \
+        --records docs/presets/results/ct-micro03-constant-seeds70-73.jsonl [--json F]
 
 ``run`` trains one trial at a time on one thread and appends one JSON line per trial to
 docs/presets/chinchilla-tiny-design.jsonl: the config, every report, and with --big-eval N
@@ -33,7 +35,7 @@ RESULTS = HERE / "chinchilla-tiny-design.jsonl"
 sys.path.insert(0, str(HERE.parent.parent))  # this checkout's packages, not the venv's
 
 from analysis.stats import VERDICT_CONFIDENCE as CONF, decide, equivalent  # noqa: E402 (after the path)
-from analysis.verdicts import ALIKE_EPSILON as EPSILON, LOSS_DELTA as DELTA  # noqa: E402
+from analysis.verdicts import ALIKE_EPSILON as EPSILON, ALIKE_SHARE as SHARE, LOSS_DELTA as DELTA  # noqa: E402
 from study.spec import parse_yaml  # noqa: E402  (--set values read as the CLI reads them)
 
 # the preset's config before the redesign (study/presets/chinchilla-tiny.yaml at 56ab5e9)
@@ -130,11 +132,15 @@ def directional(margins) -> dict:
     return _summary(decide(m, pd.Series(0.0, index=m.index), DELTA, confidence=CONF), margins)
 
 
-def equivalence(values) -> dict:
-    """Pass when the interval lies inside (-EPSILON, EPSILON), fail when it lies outside
-    (``analysis.stats.equivalent``)."""
+def equivalence(values, train_effect: float = 0.0) -> dict:
+    """Pass when the interval lies inside (-ε, ε), fail when it lies outside
+    (``analysis.stats.equivalent``), with the verdict's ε = max(EPSILON, SHARE · |mean Δtrain|)
+    (``analysis.verdicts.train_val_alike``; the JSON files written before 2026-12-02 09:00 used
+    EPSILON alone, as their "epsilon" says)."""
     v = pd.Series(np.asarray(values, dtype=float))
-    return _summary(equivalent(v, pd.Series(0.0, index=v.index), EPSILON, confidence=CONF), values)
+    bound = max(EPSILON, SHARE * abs(train_effect))
+    return {**_summary(equivalent(v, pd.Series(0.0, index=v.index), bound, confidence=CONF), values),
+            "epsilon": bound}
 
 
 def curves(records, schedule: str) -> dict:
@@ -183,8 +189,31 @@ def judge(records, metric: str = "val_loss", train_metric: str = "train_loss") -
             for end in ends:
                 for tm in (train_metric, "eval_train_loss"):
                     verdicts[f"8 train/val alike ({tm}) at {end}, {key}"] = equivalence(
-                        [d(s, end) - d(s, end, tm) for s in seeds])
+                        [d(s, end) - d(s, end, tm) for s in seeds], float(np.mean([d(s, end, tm) for s in seeds])))
     return verdicts
+
+
+def eval_noise(records, sizes=(16, 32, 64, 128)) -> dict:
+    """How much of the seed spread of claim 8's per-seed (Δval − Δtrain) is the evaluation's:
+    the same final weights (``run --big-eval``) evaluated on the first n of the fixed
+    validation and training batches, for each n. Pairs λ > 0 with λ = 0 per schedule and seed."""
+    out = {}
+    for schedule in ("cosine", "constant"):
+        ends = {(r["config"]["weight_decay"], r["config"]["seed"]): r["big_eval"][str(r["config"]["steps"])]
+                for r in records if r["config"]["schedule"] == schedule and "big_eval" in r}
+        for wd in sorted({w for w, _ in ends if w > 0}):
+            seeds = sorted(s for w, s in ends if w == wd and (0.0, s) in ends)
+            rows = {}
+            for n in sizes:
+                def gap(e, n=n):
+                    return float(np.mean(e["val"][:n]) - np.mean(e["train"][:n]))
+                d = [gap(ends[(wd, s)]) - gap(ends[(0.0, s)]) for s in seeds]
+                effect = float(np.mean([np.mean(ends[(wd, s)]["train"][:n]) - np.mean(ends[(0.0, s)]["train"][:n])
+                                        for s in seeds]))
+                rows[str(n)] = {"per_seed": [round(v, 4) for v in d], "mean": float(np.mean(d)),
+                                "sd": float(np.std(d, ddof=1)), "train_effect": effect}
+            out[f"{schedule} wd={wd}"] = {"seeds": seeds, "batches": rows}
+    return out
 
 
 def store_records(storage: str, study: str) -> list[dict]:
@@ -216,6 +245,11 @@ def main(argv=None) -> None:
     r.add_argument("--set", action="append", default=[], help="key=value over BASE")
     r.add_argument("--big-eval", type=int, default=0)
     sub.add_parser("prior", help="the rules applied to the margins the design started from")
+    e = sub.add_parser("eval-noise", help="claim 8's seed spread against the number of evaluation batches "
+                                          "(records of run --big-eval)")
+    e.add_argument("--records", default=str(RESULTS), help="a JSON-lines file of run records")
+    e.add_argument("--tag", action="append")
+    e.add_argument("--json", help="write the table here")
     j = sub.add_parser("judge")
     j.add_argument("--tag", action="append")
     j.add_argument("--metric", default="val_loss")
@@ -225,6 +259,7 @@ def main(argv=None) -> None:
                    help="a study store (the CLI's --storage) instead of the design runs; repeat it to judge the "
                         "trials of several stores together (e.g. one run per seed set)")
     j.add_argument("--study", default="chinchilla-tiny")
+    j.add_argument("--records", default=str(RESULTS), help="the design runs' JSON-lines file")
     j.add_argument("--json", help="write the curves and verdicts here")
     args = parser.parse_args(argv)
     if args.command == "run":
@@ -237,17 +272,27 @@ def main(argv=None) -> None:
             print(f"{name}: {v['outcome']}, mean {v['mean']:+.4f} sd {v['sd']:.4f} "
                   f"[{v['lo']:+.4f}, {v['hi']:+.4f}] n={v['n']}{extra}")
         return
+    if args.command == "eval-noise":
+        records = [json.loads(line) for line in pathlib.Path(args.records).read_text().splitlines()]
+        table = eval_noise([r for r in records if not args.tag or r["tag"] in args.tag])
+        if args.json:
+            pathlib.Path(args.json).write_text(json.dumps({"source": args.records, "table": table}, indent=1) + "\n")
+        for arm, t in table.items():
+            for n, row in t["batches"].items():
+                print(f"{arm}, seeds {t['seeds']}, {n:>3} batches: mean {row['mean']:+.4f} sd {row['sd']:.4f} "
+                      f"per seed {row['per_seed']} (Δtrain {row['train_effect']:+.4f})")
+        return
     if args.store:
         records = [r for storage in args.store for r in store_records(storage, args.study)]
     else:
-        records = [json.loads(line) for line in RESULTS.read_text().splitlines()]
+        records = [json.loads(line) for line in pathlib.Path(args.records).read_text().splitlines()]
     records = [r for r in records if (not args.tag or r["tag"] in args.tag)
                and (not args.seeds or r["config"]["seed"] in args.seeds)]
     verdicts = judge(records, args.metric, args.train_metric)
     if args.json:
         pathlib.Path(args.json).write_text(json.dumps(
-            {"source": ", ".join(args.store) if args.store else str(RESULTS.name), "study": args.study, "metric": args.metric,
-             "delta": DELTA, "epsilon": EPSILON, "confidence": CONF, "verdicts": verdicts,
+            {"source": ", ".join(args.store) if args.store else args.records, "study": args.study, "metric": args.metric,
+             "delta": DELTA, "epsilon": EPSILON, "share": SHARE, "confidence": CONF, "verdicts": verdicts,
              "trials": records}, indent=1, default=str) + "\n")
     for name, v in verdicts.items():
         extra = f" (seeds needed: {v['seeds_needed']})" if "seeds_needed" in v else ""

@@ -5,7 +5,6 @@ import io
 import pathlib
 
 import pandas as pd
-import pytest
 
 from analysis.figures.style import seed_span
 from analysis.load import load_study, varied_axes

@@ -19,7 +19,6 @@ import os
 import sys
 import tempfile
 import threading
-import time
 import traceback
 from typing import Any, Callable, Protocol
 
@@ -97,8 +96,6 @@ class RaySession(_Base):
         if state is None:
             tune.report(metrics)
             return
-        import torch
-
         with tempfile.TemporaryDirectory() as tmp:
             save_state(state(), os.path.join(tmp, self.FILE))
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))

@@ -135,8 +135,8 @@ def directional(margins) -> dict:
 def equivalence(values, train_effect: float = 0.0) -> dict:
     """Pass when the interval lies inside (-ε, ε), fail when it lies outside
     (``analysis.stats.equivalent``), with the verdict's ε = max(EPSILON, SHARE · |mean Δtrain|)
-    (``analysis.verdicts.train_val_alike``; the JSON files written before 2026-12-02 09:00 used
-    EPSILON alone, as their "epsilon" says)."""
+    (``analysis.verdicts.train_val_alike``). The JSON files in docs/presets without a "share" key
+    were written with EPSILON alone, as their "epsilon" says."""
     v = pd.Series(np.asarray(values, dtype=float))
     bound = max(EPSILON, SHARE * abs(train_effect))
     return {**_summary(equivalent(v, pd.Series(0.0, index=v.index), bound, confidence=CONF), values),

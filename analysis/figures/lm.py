@@ -157,4 +157,3 @@ def train_val_gap(curves: pd.DataFrame, *, epsilon: float | None = None, title: 
     ax.grid(alpha=0.3)
     add_legend(ax)
     return fig
-
